@@ -1,0 +1,14 @@
+//! Siegel's shared vocabulary. Everything here is plain data: no I/O, no
+//! async, so that every other crate (and the fuzzers) can use it freely.
+
+mod address;
+mod envelope;
+mod metrics;
+mod queue_id;
+mod reply;
+
+pub use address::{Address, AddressError, ReversePath};
+pub use envelope::{Direction, DsnRet, Envelope, NotifyOn, Origin, Recipient};
+pub use metrics::Counters;
+pub use queue_id::{QueueId, QueueIdError};
+pub use reply::SmtpReply;
