@@ -1,1 +1,799 @@
-//! placeholder
+//! Siegel's configuration: one TOML file, read into typed settings.
+//!
+//! Every setting is read by exactly one line in `read()` (key, default,
+//! parser); its documentation and default are shown in `example.toml`, which
+//! a test proves to parse back to [`Config::defaults`]. Loading never stops
+//! at the first mistake: all problems (wrong types and failed checks alike)
+//! are returned together, each with file, line and key, and unknown keys come
+//! back as warnings. The result is a plain value that the binary passes to
+//! whoever needs it; there is no global.
+
+mod reader;
+mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::de::{DeTable, DeValue};
+
+use reader::{Cx, Section, count, string, text};
+
+/// The whole configuration. Built by [`Config::load`], [`Config::from_toml_str`]
+/// or [`Config::defaults`]; every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub server: Server,
+    pub smtp: Smtp,
+    pub domains: Domains,
+    pub routing: Routing,
+    pub tls: Tls,
+    pub queue: Queue,
+    pub admin: Admin,
+    pub database: Database,
+    pub dns: Dns,
+    pub log: Log,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Where the spool, the generated TLS certificate and the database live.
+    pub data_dir: PathBuf,
+}
+
+/// `[smtp]`: the public listener and the limits that protect it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smtp {
+    pub listen: Vec<SocketAddr>,
+    /// Our name in the greeting, EHLO and `Received:` headers.
+    pub hostname: String,
+    /// Clients in these networks may relay to external domains.
+    pub trusted_networks: Vec<IpNet>,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_line_length: usize,
+    pub max_connections: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub submission: Submission,
+}
+
+/// `[smtp.submission]`: the authenticated listener for mail users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    pub listen: Vec<SocketAddr>,
+    pub users: Vec<SubmissionUser>,
+}
+
+/// `[[smtp.submission.users]]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionUser {
+    /// The AUTH login name, usually the user's address.
+    pub name: String,
+    /// Argon2 PHC string; never the password itself.
+    pub password_hash: Secret,
+}
+
+/// A setting that must not show up in logs or `Debug` output. There is no
+/// `Display`: getting at the text takes a visible call to [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret text, for the one place that needs it (e.g. verifying a
+    /// password against the hash).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// `[domains]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domains {
+    /// Mail domains we accept inbound mail for, normalised (lower-case
+    /// A-labels) so they compare equal to normalised addresses.
+    pub internal: Vec<String>,
+}
+
+/// `[routing]`: where mail goes next. All hops are normalised `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    pub inbound_relay: Option<String>,
+    pub outbound_relay: Option<String>,
+    /// Per-domain next hop, keyed by normalised domain.
+    pub routes: BTreeMap<String, String>,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// Both or neither; when neither, the binary generates a self-signed
+    /// certificate into `data_dir/tls/`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Extra trust anchors for verifying next hops.
+    pub ca_files: Vec<PathBuf>,
+    /// Per-domain outbound policy, keyed by normalised domain; domains not
+    /// listed are [`TlsPolicy::Opportunistic`].
+    pub policy: BTreeMap<String, TlsPolicy>,
+}
+
+impl Tls {
+    /// The outbound TLS policy for a (normalised) recipient domain.
+    pub fn policy_for(&self, domain: &str) -> TlsPolicy {
+        self.policy.get(domain).copied().unwrap_or_default()
+    }
+}
+
+/// Outbound TLS policy for one destination domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsPolicy {
+    /// STARTTLS when offered, without certificate verification; clear text
+    /// otherwise (RFC 3207 practice).
+    #[default]
+    Opportunistic,
+    /// A verified certificate or no delivery: the mail waits and finally
+    /// bounces, it never goes in clear.
+    Required,
+}
+
+/// `[queue]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    /// Waits between attempts; the last one repeats until `max_lifetime`.
+    pub retry: Vec<Duration>,
+    /// After this a deferred recipient bounces.
+    pub max_lifetime: Duration,
+    pub max_parallel_deliveries: usize,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// HTTP listener for `/metrics` and `/healthz`; `None` = disabled.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// `None` = an SQLite file in `data_dir`.
+    pub url: Option<String>,
+}
+
+/// `[dns]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Name servers to ask instead of the system's (tests, air-gapped
+    /// sites); empty = the system resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// A tracing filter: a level (`info`) or directives (`info,siegel=debug`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A loaded configuration and the warnings the operator should see (unknown
+/// keys, suspicious but legal combinations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path such as `smtp.listen[1]`; empty for TOML syntax errors.
+    pub key: String,
+    /// What is wrong, and when possible what would be right.
+    pub message: String,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+}
+
+impl Problem {
+    /// `FILE:LINE: key `k`: message`, the form every problem and warning is
+    /// printed in, so editors and grep can jump to it.
+    fn render(&self, origin: &str) -> String {
+        let mut s = origin.to_owned();
+        if let Some(line) = self.line {
+            s.push_str(&format!(":{line}"));
+        }
+        if self.key.is_empty() {
+            s.push_str(&format!(": {}", self.message));
+        } else {
+            s.push_str(&format!(": key `{}`: {}", self.key, self.message));
+        }
+        s
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read, and these are all the problems found in it.
+    #[error("{}", render_all(origin, problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_all(origin: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.render(origin))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const EXAMPLE: &str = include_str!("../example.toml");
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::defaults()
+    }
+}
+
+impl Config {
+    /// The embedded defaults: a gateway that listens on localhost only and
+    /// trusts only localhost, so starting it without a config is safe.
+    pub fn defaults() -> Config {
+        Config {
+            server: Server {
+                data_dir: PathBuf::from("./siegel-data"),
+            },
+            smtp: Smtp {
+                listen: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 2525))],
+                hostname: machine_hostname(),
+                trusted_networks: vec![
+                    IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+                    IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+                ],
+                max_message_size: 50 * 1024 * 1024,
+                max_recipients: 1000,
+                max_line_length: 4096,
+                max_connections: 500,
+                command_timeout: Duration::from_secs(5 * 60),
+                data_timeout: Duration::from_secs(10 * 60),
+                submission: Submission {
+                    listen: Vec::new(),
+                    users: Vec::new(),
+                },
+            },
+            domains: Domains {
+                internal: Vec::new(),
+            },
+            routing: Routing {
+                inbound_relay: None,
+                outbound_relay: None,
+                routes: BTreeMap::new(),
+            },
+            tls: Tls {
+                cert: None,
+                key: None,
+                ca_files: Vec::new(),
+                policy: BTreeMap::new(),
+            },
+            queue: Queue {
+                retry: [60, 5 * 60, 15 * 60, 30 * 60, 3600, 2 * 3600, 4 * 3600]
+                    .into_iter()
+                    .map(Duration::from_secs)
+                    .collect(),
+                max_lifetime: Duration::from_secs(5 * 86_400),
+                max_parallel_deliveries: 100,
+            },
+            admin: Admin {
+                listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8025))),
+            },
+            database: Database { url: None },
+            dns: Dns {
+                nameservers: Vec::new(),
+            },
+            log: Log {
+                level: "info".to_owned(),
+                format: LogFormat::Text,
+            },
+        }
+    }
+
+    /// Reads and checks a config file. `Err` carries every problem found.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks config text; `origin` names it in messages (the
+    /// file name, or e.g. `<example>`).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            problems,
+        };
+        let (config, cx) = parse_text(text).map_err(invalid)?;
+        if !cx.problems.is_empty() {
+            return Err(invalid(cx.problems));
+        }
+        let warnings = cx.warnings.iter().map(|w| w.render(origin)).collect();
+        Ok(Loaded { config, warnings })
+    }
+
+    /// A complete, commented configuration whose values are the defaults;
+    /// what `siegel config example` prints.
+    pub fn example() -> &'static str {
+        EXAMPLE
+    }
+}
+
+/// Parses, reads and validates. `Err` holds TOML syntax errors only; all
+/// other problems are in the returned context, in file order.
+fn parse_text(text: &str) -> Result<(Config, Cx<'_>), Vec<Problem>> {
+    let mut cx = Cx::new(text);
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        // A half-parsed tree yields confusing follow-up errors; report only
+        // what the TOML parser said.
+        return Err(errors
+            .iter()
+            .map(|e| Problem {
+                key: String::new(),
+                message: format!("TOML syntax: {}", e.message().trim_end()),
+                line: e.span().map(|s| cx.line_of(&s)),
+            })
+            .collect());
+    }
+    let config = read(doc.get_ref(), &mut cx);
+    validate(&config, &mut cx);
+    // File order is the order an operator fixes things in.
+    cx.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    cx.warnings.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    Ok((config, cx))
+}
+
+/// Reads every setting. This is the one place where keys, defaults and
+/// parsers are declared; `example.toml` documents the same keys and a test
+/// keeps the two in step.
+fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
+    let d = Config::defaults();
+    let mut root = Section::root(doc);
+
+    let mut s = root.table(cx, "server");
+    let server = Server {
+        data_dir: s.get(cx, "data_dir", d.server.data_dir, path),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "smtp");
+    let mut sub = s.table(cx, "submission");
+    let users = sub
+        .tables(cx, "users")
+        .into_iter()
+        .filter_map(|mut u| {
+            let name = u.get(cx, "name", None, |v| non_empty(v).map(Some));
+            let hash = u.get(cx, "password_hash", None, |v| password_hash(v).map(Some));
+            let missing: Vec<&str> = [("name", name.is_none()), ("password_hash", hash.is_none())]
+                .into_iter()
+                .filter(|&(k, missing)| missing && !cx.present(&reader::join(u.path(), k)))
+                .map(|(k, _)| k)
+                .collect();
+            if !missing.is_empty() {
+                cx.error(u.path(), format!("missing {}", missing.join(" and ")));
+            }
+            let path = u.path().to_owned();
+            u.finish(cx);
+            match (name, hash) {
+                (Some(name), Some(password_hash)) => Some((
+                    path,
+                    SubmissionUser {
+                        name,
+                        password_hash,
+                    },
+                )),
+                _ => None,
+            }
+        })
+        .collect::<Vec<_>>();
+    let submission = Submission {
+        listen: sub.list(
+            cx,
+            "listen",
+            d.smtp.submission.listen,
+            text(values::parse_listen),
+        ),
+        users: dedup_users(cx, users),
+    };
+    sub.finish(cx);
+    let smtp = Smtp {
+        listen: s.list(cx, "listen", d.smtp.listen, text(values::parse_listen)),
+        hostname: s.get(cx, "hostname", d.smtp.hostname, text(values::parse_domain)),
+        trusted_networks: s.list(
+            cx,
+            "trusted_networks",
+            d.smtp.trusted_networks,
+            text(values::parse_network),
+        ),
+        max_message_size: s.get(cx, "max_message_size", d.smtp.max_message_size, size),
+        max_recipients: s.get(cx, "max_recipients", d.smtp.max_recipients, count),
+        max_line_length: s.get(cx, "max_line_length", d.smtp.max_line_length, line_length),
+        max_connections: s.get(cx, "max_connections", d.smtp.max_connections, count),
+        command_timeout: s.get(cx, "command_timeout", d.smtp.command_timeout, duration),
+        data_timeout: s.get(cx, "data_timeout", d.smtp.data_timeout, duration),
+        submission,
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "domains");
+    let internal = s.list(
+        cx,
+        "internal",
+        d.domains.internal,
+        text(values::parse_domain),
+    );
+    let domains = Domains {
+        internal: dedup(cx, "domains.internal", internal),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "routing");
+    let routing = Routing {
+        inbound_relay: s.opt(
+            cx,
+            "inbound_relay",
+            d.routing.inbound_relay,
+            text(values::parse_host_port),
+        ),
+        outbound_relay: s.opt(
+            cx,
+            "outbound_relay",
+            d.routing.outbound_relay,
+            text(values::parse_host_port),
+        ),
+        routes: s.map(
+            cx,
+            "routes",
+            values::parse_domain,
+            text(values::parse_host_port),
+        ),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "tls");
+    let tls = Tls {
+        cert: s.opt(cx, "cert", d.tls.cert, path),
+        key: s.opt(cx, "key", d.tls.key, path),
+        ca_files: s.list(cx, "ca_files", d.tls.ca_files, path),
+        policy: s.map(cx, "policy", values::parse_domain, tls_policy),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "queue");
+    let queue = Queue {
+        retry: s.list(cx, "retry", d.queue.retry, duration),
+        max_lifetime: s.get(cx, "max_lifetime", d.queue.max_lifetime, duration),
+        max_parallel_deliveries: s.get(
+            cx,
+            "max_parallel_deliveries",
+            d.queue.max_parallel_deliveries,
+            count,
+        ),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "admin");
+    let admin = Admin {
+        listen: s.get(cx, "listen", d.admin.listen, admin_listen),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "database");
+    let database = Database {
+        url: s.opt(cx, "url", d.database.url, non_empty),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "dns");
+    let dns = Dns {
+        nameservers: s.list(
+            cx,
+            "nameservers",
+            d.dns.nameservers,
+            text(values::parse_nameserver),
+        ),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "log");
+    let log = Log {
+        level: s.get(cx, "level", d.log.level, log_level),
+        format: s.get(cx, "format", d.log.format, log_format),
+    };
+    s.finish(cx);
+
+    root.finish(cx);
+    Config {
+        server,
+        smtp,
+        domains,
+        routing,
+        tls,
+        queue,
+        admin,
+        database,
+        dns,
+        log,
+    }
+}
+
+/// Checks that involve more than one value, or rules beyond the value's type.
+fn validate(c: &Config, cx: &mut Cx<'_>) {
+    if c.smtp.listen.is_empty() && !cx.has_problem_under("smtp.listen") {
+        cx.error(
+            "smtp.listen",
+            "must list at least one address: without it no mail can arrive",
+        );
+    }
+
+    // The same address twice cannot be bound twice; say so now rather than
+    // failing half-started at bind time.
+    let mut seen: Vec<(SocketAddr, String)> = Vec::new();
+    let listeners = c
+        .smtp
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (*a, format!("smtp.listen[{i}]")))
+        .chain(
+            c.smtp
+                .submission
+                .listen
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (*a, format!("smtp.submission.listen[{i}]"))),
+        )
+        .chain(c.admin.listen.map(|a| (a, "admin.listen".to_owned())));
+    for (addr, key) in listeners {
+        if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+            let mut msg = format!("{addr} is already used by `{first}`");
+            if !cx.present(&key) {
+                msg.push_str(" (this is the default: set it to another address)");
+            }
+            cx.error(&key, msg);
+        } else {
+            seen.push((addr, key));
+        }
+    }
+
+    match (&c.tls.cert, &c.tls.key) {
+        (Some(_), None) => cx.error("tls.cert", "`tls.key` must be set too (both or neither)"),
+        (None, Some(_)) => cx.error("tls.key", "`tls.cert` must be set too (both or neither)"),
+        _ => {}
+    }
+
+    if c.queue.retry.is_empty() && !cx.has_problem_under("queue.retry") {
+        cx.error(
+            "queue.retry",
+            "must list at least one wait: without it nothing is retried",
+        );
+    }
+    if let Some(first) = c.queue.retry.first()
+        && c.queue.max_lifetime < *first
+    {
+        cx.error(
+            "queue.max_lifetime",
+            format!(
+                "is shorter than the first retry wait ({}s < {}s): deferred mail would bounce before it is retried",
+                c.queue.max_lifetime.as_secs(),
+                first.as_secs()
+            ),
+        );
+    }
+
+    if !c.domains.internal.is_empty() && c.routing.inbound_relay.is_none() {
+        cx.warn(
+            "routing.inbound_relay",
+            "not set although `domains.internal` is: mail for internal domains goes to their MX, which may be this gateway (a loop)",
+        );
+    }
+    if !c.smtp.submission.listen.is_empty() && c.smtp.submission.users.is_empty() {
+        cx.warn(
+            "smtp.submission.listen",
+            "no `[[smtp.submission.users]]` are configured: nobody can authenticate",
+        );
+    }
+}
+
+/// Removes duplicates (keeping the first) and reports them; a repeated
+/// domain is harmless but usually a sign of a copy-paste mistake.
+fn dedup(cx: &mut Cx<'_>, key: &str, items: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        if out.contains(&item) {
+            cx.warn(key, format!("{item:?} is listed more than once"));
+        } else {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// Two users with the same login name would make AUTH depend on list order.
+fn dedup_users(cx: &mut Cx<'_>, users: Vec<(String, SubmissionUser)>) -> Vec<SubmissionUser> {
+    let mut out: Vec<SubmissionUser> = Vec::with_capacity(users.len());
+    for (path, user) in users {
+        if out.iter().any(|u| u.name == user.name) {
+            cx.error(
+                &format!("{path}.name"),
+                format!("user {:?} is listed more than once", user.name),
+            );
+        } else {
+            out.push(user);
+        }
+    }
+    out
+}
+
+fn path(v: &DeValue<'_>) -> Result<PathBuf, String> {
+    non_empty(v).map(PathBuf::from)
+}
+
+fn non_empty(v: &DeValue<'_>) -> Result<String, String> {
+    let s = string(v)?;
+    if s.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(s)
+}
+
+/// Sizes may be written as an integer of bytes or as a string with a unit.
+fn size(v: &DeValue<'_>) -> Result<u64, String> {
+    match v {
+        DeValue::String(s) => values::parse_size(s),
+        _ => {
+            let n = reader::integer(v).map_err(|_| {
+                "expected a size: an integer of bytes or a string such as \"50M\"".to_owned()
+            })?;
+            match u64::try_from(n) {
+                Ok(0) | Err(_) => Err(format!("must be greater than zero, found {n}")),
+                Ok(n) => Ok(n),
+            }
+        }
+    }
+}
+
+/// RFC 5321 §4.5.3.1.6 requires at least 1000 octets per text line; a lower
+/// limit would refuse standards-conformant mail.
+fn line_length(v: &DeValue<'_>) -> Result<usize, String> {
+    let n = count(v)?;
+    if n < 1000 {
+        return Err(format!(
+            "must be at least 1000 (RFC 5321 §4.5.3.1.6), found {n}"
+        ));
+    }
+    Ok(n)
+}
+
+fn duration(v: &DeValue<'_>) -> Result<Duration, String> {
+    match v {
+        DeValue::String(s) => values::parse_duration(s),
+        _ => Err("expected a duration string such as \"30s\", \"5m\", \"1h\" or \"2d\"".to_owned()),
+    }
+}
+
+/// The secret's value is never echoed in messages: a wrong value may well
+/// be the plain-text password pasted into the wrong place.
+fn password_hash(v: &DeValue<'_>) -> Result<Secret, String> {
+    let s = v.as_str().ok_or("expected a string")?;
+    if ["$argon2id$", "$argon2i$", "$argon2d$"]
+        .iter()
+        .any(|p| s.starts_with(p))
+        && s.split('$').count() >= 5
+    {
+        Ok(Secret::new(s))
+    } else {
+        Err("not an Argon2 PHC string (expected \"$argon2id$v=19$m=...,t=...,p=...$salt$hash\"); value not shown".to_owned())
+    }
+}
+
+fn tls_policy(v: &DeValue<'_>) -> Result<TlsPolicy, String> {
+    match string(v)?.as_str() {
+        "opportunistic" => Ok(TlsPolicy::Opportunistic),
+        "required" => Ok(TlsPolicy::Required),
+        other => Err(format!(
+            "expected \"opportunistic\" or \"required\", found {other:?}"
+        )),
+    }
+}
+
+/// `"off"` disables the admin listener; TOML has no null to say "none".
+fn admin_listen(v: &DeValue<'_>) -> Result<Option<SocketAddr>, String> {
+    let s = string(v)?;
+    if s == "off" {
+        return Ok(None);
+    }
+    values::parse_listen(&s)
+        .map(Some)
+        .map_err(|m| format!("{m}, or \"off\""))
+}
+
+/// Accepts a level (`info`) or tracing directives (`info,siegel=debug`);
+/// every directive must end in a level name, which catches the common
+/// `level = "infos"` before the binary half-starts with no logging.
+fn log_level(v: &DeValue<'_>) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let s = non_empty(v)?;
+    for directive in s.split(',') {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, l)| l)
+            .trim();
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "unknown level {level:?} (use one of {}, optionally as target=level)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(s)
+}
+
+fn log_format(v: &DeValue<'_>) -> Result<LogFormat, String> {
+    match string(v)?.as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("expected \"text\" or \"json\", found {other:?}")),
+    }
+}
+
+/// The machine's host name as the kernel reports it (what `gethostname`
+/// returns), without libc; `localhost` when it cannot be read or is not a
+/// valid host name, so the default never fails.
+fn machine_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|s| siegel_types::normalise_domain(s.trim()))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests;

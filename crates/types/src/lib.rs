@@ -7,7 +7,7 @@ mod metrics;
 mod queue_id;
 mod reply;
 
-pub use address::{Address, AddressError, ReversePath};
+pub use address::{Address, AddressError, ReversePath, normalise_domain};
 pub use envelope::{Direction, DsnRet, Envelope, NotifyOn, Origin, Recipient};
 pub use metrics::Counters;
 pub use queue_id::{QueueId, QueueIdError};

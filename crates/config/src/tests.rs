@@ -1,0 +1,540 @@
+use super::*;
+
+/// Loads `text` and returns the problems it must have.
+fn problems(text: &str) -> Vec<Problem> {
+    match Config::from_toml_str(text, "siegel.toml") {
+        Ok(l) => panic!("accepted: {:?}", l.config),
+        Err(ConfigError::Invalid { origin, problems }) => {
+            assert_eq!(origin, "siegel.toml");
+            problems
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+/// The single problem `text` must produce, as printed.
+fn one_problem(text: &str) -> String {
+    let err = Config::from_toml_str(text, "siegel.toml").expect_err("must be refused");
+    let shown = err.to_string();
+    assert_eq!(
+        shown.lines().count(),
+        1,
+        "expected one problem, got:\n{shown}"
+    );
+    shown
+}
+
+fn ok(text: &str) -> Loaded {
+    Config::from_toml_str(text, "siegel.toml").unwrap_or_else(|e| panic!("refused:\n{e}"))
+}
+
+#[test]
+fn defaults_are_safe_and_as_documented() {
+    let d = Config::defaults();
+    assert_eq!(d.server.data_dir, PathBuf::from("./siegel-data"));
+    assert_eq!(
+        d.smtp.listen,
+        vec!["127.0.0.1:2525".parse().expect("literal")]
+    );
+    assert!(!d.smtp.hostname.is_empty());
+    assert_eq!(d.smtp.trusted_networks.len(), 2);
+    assert!(d.smtp.trusted_networks[0].contains(&"127.1.2.3".parse::<IpAddr>().expect("literal")));
+    assert!(
+        !d.smtp
+            .trusted_networks
+            .iter()
+            .any(|n| n.contains(&"10.0.0.1".parse::<IpAddr>().expect("literal")))
+    );
+    assert_eq!(d.smtp.max_message_size, 52_428_800);
+    assert_eq!(d.smtp.command_timeout, Duration::from_secs(300));
+    assert_eq!(d.queue.retry.len(), 7);
+    assert_eq!(d.queue.max_lifetime, Duration::from_secs(432_000));
+    assert_eq!(
+        d.admin.listen,
+        Some("127.0.0.1:8025".parse().expect("literal"))
+    );
+    assert_eq!(d.log.format, LogFormat::Text);
+    assert_eq!(Config::default(), d);
+}
+
+#[test]
+fn empty_file_means_defaults() {
+    let l = ok("");
+    assert_eq!(l.config, Config::defaults());
+    assert!(l.warnings.is_empty());
+}
+
+#[test]
+fn example_parses_to_the_defaults_without_warnings() {
+    let l = Config::from_toml_str(Config::example(), "<example>").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.config, Config::defaults());
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+/// Each declared setting must be in the example, set or (for settings
+/// without a default value) commented out — so the example stays complete
+/// when someone adds a setting.
+#[test]
+fn example_documents_every_setting() {
+    // Uncomment the user block so that its keys are asked for too.
+    let text = Config::example()
+        .replace("# [[smtp.submission.users]]", "[[smtp.submission.users]]")
+        .replace("# name = ", "name = ")
+        .replace("# password_hash = ", "password_hash = ");
+    let (_, cx) = parse_text(&text).unwrap_or_else(|p| panic!("{p:?}"));
+    assert!(cx.problems.is_empty(), "{:?}", cx.problems);
+    assert!(
+        cx.asked.len() > 30,
+        "suspiciously few settings: {:?}",
+        cx.asked
+    );
+    for key in &cx.asked {
+        if cx.present(key) {
+            continue;
+        }
+        let last = key.rsplit('.').next().unwrap_or(key);
+        assert!(
+            Config::example().contains(&format!("# {last} = ")),
+            "setting `{key}` is neither set nor shown commented out in example.toml"
+        );
+    }
+}
+
+#[test]
+fn a_full_config_is_read() {
+    let l = ok(r#"
+[server]
+data_dir = "/var/lib/siegel"
+[smtp]
+listen = ["0.0.0.0:25", "[::]:25"]
+hostname = "MX.Example.COM"
+trusted_networks = ["10.0.0.0/8", "192.0.2.7"]
+max_message_size = 1024
+max_recipients = 50
+max_line_length = 1000
+command_timeout = "30s"
+data_timeout = "1h30m"
+[smtp.submission]
+listen = ["0.0.0.0:587"]
+[[smtp.submission.users]]
+name = "alice@example.com"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
+[domains]
+internal = ["Example.com", "bücher.example"]
+[routing]
+inbound_relay = "[2001:db8::25]:25"
+outbound_relay = "smarthost.example:587"
+routes = { "Partner.Example" = "mx.partner.example:25" }
+[tls]
+cert = "/etc/siegel/cert.pem"
+key = "/etc/siegel/key.pem"
+policy = { "bank.example" = "required", "other.example" = "opportunistic" }
+[queue]
+retry = ["10s", "1m"]
+max_lifetime = "2h"
+[admin]
+listen = "off"
+[database]
+url = "postgres://localhost/siegel"
+[dns]
+nameservers = ["192.0.2.53"]
+[log]
+level = "info,siegel_smtp_in=debug"
+format = "json"
+"#);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let c = l.config;
+    assert_eq!(c.smtp.listen.len(), 2);
+    assert_eq!(c.smtp.hostname, "mx.example.com");
+    assert_eq!(c.smtp.trusted_networks[1].prefix_len(), 32);
+    assert_eq!(c.smtp.max_message_size, 1024);
+    assert_eq!(c.smtp.data_timeout, Duration::from_secs(5400));
+    assert_eq!(c.smtp.submission.users[0].name, "alice@example.com");
+    assert!(
+        c.smtp.submission.users[0]
+            .password_hash
+            .expose()
+            .starts_with("$argon2id$")
+    );
+    assert_eq!(c.domains.internal, ["example.com", "xn--bcher-kva.example"]);
+    assert_eq!(
+        c.routing.inbound_relay.as_deref(),
+        Some("[2001:db8::25]:25")
+    );
+    assert_eq!(
+        c.routing.routes.get("partner.example").map(String::as_str),
+        Some("mx.partner.example:25")
+    );
+    assert_eq!(c.tls.policy_for("bank.example"), TlsPolicy::Required);
+    assert_eq!(
+        c.tls.policy_for("unlisted.example"),
+        TlsPolicy::Opportunistic
+    );
+    assert_eq!(
+        c.queue.retry,
+        [Duration::from_secs(10), Duration::from_secs(60)]
+    );
+    assert_eq!(c.admin.listen, None);
+    assert_eq!(
+        c.dns.nameservers,
+        ["192.0.2.53:53".parse().expect("literal")]
+    );
+    assert_eq!(c.log.format, LogFormat::Json);
+}
+
+#[test]
+fn each_kind_of_error_names_file_line_and_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[smtp]\nlisten = [\"127.0.0.1:25\", \"foo\"]",
+            "siegel.toml:2: key `smtp.listen[1]`",
+            "not a socket address: \"foo\"",
+        ),
+        (
+            "[smtp]\nmax_recipients = \"many\"",
+            "siegel.toml:2: key `smtp.max_recipients`",
+            "expected an integer, found a string",
+        ),
+        (
+            "[smtp]\nmax_recipients = 0",
+            "siegel.toml:2: key `smtp.max_recipients`",
+            "greater than zero",
+        ),
+        (
+            "[smtp]\n\nmax_message_size = \"5X\"",
+            "siegel.toml:3: key `smtp.max_message_size`",
+            "not a size",
+        ),
+        (
+            "[smtp]\nmax_message_size = -1",
+            "siegel.toml:2: key `smtp.max_message_size`",
+            "greater than zero",
+        ),
+        (
+            "[smtp]\nmax_line_length = 80",
+            "siegel.toml:2: key `smtp.max_line_length`",
+            "at least 1000",
+        ),
+        (
+            "[smtp]\ncommand_timeout = 300",
+            "siegel.toml:2: key `smtp.command_timeout`",
+            "duration",
+        ),
+        (
+            "[smtp]\ndata_timeout = \"0s\"",
+            "siegel.toml:2: key `smtp.data_timeout`",
+            "greater than zero",
+        ),
+        (
+            "[smtp]\ntrusted_networks = [\"10.0.0.0/40\"]",
+            "siegel.toml:2: key `smtp.trusted_networks[0]`",
+            "not a network",
+        ),
+        (
+            "[smtp]\nhostname = \"bad host\"",
+            "siegel.toml:2: key `smtp.hostname`",
+            "not a valid domain",
+        ),
+        (
+            "[domains]\ninternal = [\"ok.example\", \"-bad\"]",
+            "siegel.toml:2: key `domains.internal[1]`",
+            "not a valid domain",
+        ),
+        (
+            "[routing]\ninbound_relay = \"2001:db8::1:25\"",
+            "siegel.toml:2: key `routing.inbound_relay`",
+            "brackets",
+        ),
+        (
+            "[routing]\noutbound_relay = \"relay.example\"",
+            "siegel.toml:2: key `routing.outbound_relay`",
+            "missing port",
+        ),
+        (
+            "[routing.routes]\n\"partner.example\" = \"mx:0\"",
+            "siegel.toml:2: key `routing.routes.\"partner.example\"`",
+            "not a port",
+        ),
+        (
+            "[routing.routes]\n\"bad..example\" = \"mx:25\"",
+            "siegel.toml:2: key `routing.routes.\"bad..example\"`",
+            "not a valid domain",
+        ),
+        (
+            "[tls.policy]\n\"bank.example\" = \"always\"",
+            "siegel.toml:2: key `tls.policy.\"bank.example\"`",
+            "\"opportunistic\" or \"required\"",
+        ),
+        (
+            "[tls]\ncert = \"/c.pem\"",
+            "siegel.toml:2: key `tls.cert`",
+            "both or neither",
+        ),
+        (
+            "[tls]\nkey = \"/k.pem\"",
+            "siegel.toml:2: key `tls.key`",
+            "both or neither",
+        ),
+        (
+            "[queue]\nretry = []",
+            "siegel.toml:2: key `queue.retry`",
+            "at least one",
+        ),
+        (
+            "[queue]\nretry = [\"soon\"]",
+            "siegel.toml:2: key `queue.retry[0]`",
+            "not a duration",
+        ),
+        (
+            "[smtp]\nlisten = [\"nope\"]",
+            "siegel.toml:2: key `smtp.listen[0]`",
+            "not a socket address",
+        ),
+        (
+            "[queue]\nretry = [\"1h\"]\nmax_lifetime = \"30m\"",
+            "siegel.toml:3: key `queue.max_lifetime`",
+            "shorter than the first retry",
+        ),
+        (
+            "[admin]\nlisten = \"nowhere\"",
+            "siegel.toml:2: key `admin.listen`",
+            "or \"off\"",
+        ),
+        (
+            "[log]\nlevel = \"infos\"",
+            "siegel.toml:2: key `log.level`",
+            "unknown level",
+        ),
+        (
+            "[log]\nformat = \"xml\"",
+            "siegel.toml:2: key `log.format`",
+            "\"text\" or \"json\"",
+        ),
+        (
+            "[smtp]\nlisten = []",
+            "siegel.toml:2: key `smtp.listen`",
+            "at least one",
+        ),
+        (
+            "smtp = 5",
+            "siegel.toml:1: key `smtp`",
+            "expected a table, found an integer",
+        ),
+        (
+            "[dns]\nnameservers = \"192.0.2.53\"",
+            "siegel.toml:2: key `dns.nameservers`",
+            "expected an array, found a string",
+        ),
+        (
+            "[server]\ndata_dir = \"\"",
+            "siegel.toml:2: key `server.data_dir`",
+            "must not be empty",
+        ),
+        (
+            "[smtp]\nlisten = [\"127.0.0.1:25\"]\n[smtp.submission]\nlisten = [\"127.0.0.1:25\"]",
+            "siegel.toml:4: key `smtp.submission.listen[0]`",
+            "already used by `smtp.listen[0]`",
+        ),
+        (
+            "[admin]\nlisten = \"127.0.0.1:2525\"",
+            "siegel.toml:2: key `admin.listen`",
+            "already used by `smtp.listen[0]`",
+        ),
+        ("[smtp\nlisten = 1", "siegel.toml:1: TOML syntax", ""),
+    ];
+    for (text, prefix, message) in cases {
+        let shown = one_problem(text);
+        assert!(
+            shown.starts_with(prefix),
+            "{text:?}: {shown:?} does not start with {prefix:?}"
+        );
+        assert!(
+            shown.contains(message),
+            "{text:?}: {shown:?} does not contain {message:?}"
+        );
+    }
+}
+
+#[test]
+fn all_problems_are_reported_in_file_order() {
+    let text = r#"
+[smtp]
+listen = ["nope"]
+max_recipients = -3
+command_timeout = "soon"
+
+[routing]
+inbound_relay = "mx"
+
+[log]
+format = "yaml"
+"#;
+    let p = problems(text);
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "smtp.listen[0]",
+            "smtp.max_recipients",
+            "smtp.command_timeout",
+            "routing.inbound_relay",
+            "log.format"
+        ]
+    );
+    let lines: Vec<Option<usize>> = p.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [Some(3), Some(4), Some(5), Some(8), Some(11)]);
+    // The Display form has one line per problem.
+    let shown = Config::from_toml_str(text, "f.toml")
+        .expect_err("invalid")
+        .to_string();
+    assert_eq!(shown.lines().count(), 5, "{shown}");
+    assert!(shown.lines().all(|l| l.starts_with("f.toml:")), "{shown}");
+}
+
+#[test]
+fn unknown_keys_are_warnings_with_a_hint() {
+    let l = ok("[smtp]\nlisen = [\"0.0.0.0:25\"]\n\n[colour]\nx = 1\n[routing.routes]\n");
+    assert_eq!(
+        l.warnings,
+        [
+            "siegel.toml:2: key `smtp.lisen`: unknown key, ignored (did you mean `smtp.listen`?)",
+            "siegel.toml:4: key `colour`: unknown key, ignored",
+        ]
+    );
+    // The typo leaves the default in force, which is why it must be visible.
+    assert_eq!(l.config.smtp.listen, Config::defaults().smtp.listen);
+}
+
+#[test]
+fn unknown_keys_inside_user_blocks_are_warned_about() {
+    let l = ok(
+        "[[smtp.submission.users]]\nname = \"bob\"\npassword_hash = \"$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA\"\npasword = \"x\"\n",
+    );
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert!(
+        l.warnings[0].contains("`smtp.submission.users[0].pasword`"),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn suspicious_but_legal_settings_warn() {
+    let l = ok(
+        "[domains]\ninternal = [\"example.com\", \"EXAMPLE.com\"]\n[smtp.submission]\nlisten = [\"127.0.0.1:587\"]\n",
+    );
+    assert_eq!(l.config.domains.internal, ["example.com"]);
+    let all = l.warnings.join("\n");
+    assert!(
+        all.contains("`domains.internal`: \"example.com\" is listed more than once"),
+        "{all}"
+    );
+    assert!(all.contains("`routing.inbound_relay`"), "{all}");
+    assert!(
+        all.contains("siegel.toml:4: key `smtp.submission.listen`: no `[[smtp.submission.users]]`"),
+        "{all}"
+    );
+}
+
+#[test]
+fn sizes_in_config() {
+    for (written, bytes) in [
+        ("1048576", 1_048_576),
+        ("\"50M\"", 52_428_800),
+        ("\"50MiB\"", 52_428_800),
+        ("\"10KB\"", 10_000),
+    ] {
+        let l = ok(&format!("[smtp]\nmax_message_size = {written}"));
+        assert_eq!(l.config.smtp.max_message_size, bytes, "{written}");
+    }
+}
+
+#[test]
+fn ipv6_next_hops_and_listeners() {
+    let l = ok(
+        "[smtp]\nlisten = [\"[::1]:2525\"]\n[routing]\noutbound_relay = \"[2001:DB8::1]:587\"\n",
+    );
+    assert_eq!(
+        l.config.smtp.listen[0],
+        "[::1]:2525".parse().expect("literal")
+    );
+    assert_eq!(
+        l.config.routing.outbound_relay.as_deref(),
+        Some("[2001:db8::1]:587")
+    );
+}
+
+#[test]
+fn a_clash_with_a_default_says_so() {
+    let p = problems("[smtp]\nlisten = [\"127.0.0.1:8025\"]\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "admin.listen");
+    assert!(p[0].message.contains("this is the default"), "{p:?}");
+}
+
+#[test]
+fn domains_written_twice_in_routes_are_refused() {
+    let p = problems("[routing.routes]\n\"a.example\" = \"mx:25\"\n\"A.example\" = \"mx2:25\"\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].message.contains("more than once"), "{p:?}");
+}
+
+#[test]
+fn submission_users_are_checked_and_secret() {
+    let plain = "hunter2-plaintext";
+    let p = problems(&format!(
+        "[[smtp.submission.users]]\nname = \"alice\"\npassword_hash = \"{plain}\"\n[[smtp.submission.users]]\nname = \"bob\"\n"
+    ));
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "smtp.submission.users[0].password_hash",
+            "smtp.submission.users[1]"
+        ],
+        "{p:?}"
+    );
+    assert!(p[1].message.contains("missing password_hash"), "{p:?}");
+    assert!(
+        !format!("{p:?}").contains(plain),
+        "a secret was echoed: {p:?}"
+    );
+
+    let hash = "$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA";
+    let l = ok(&format!(
+        "[[smtp.submission.users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n"
+    ));
+    assert!(
+        !format!("{:?}", l.config).contains(hash),
+        "Debug shows the hash"
+    );
+
+    let p = problems(&format!(
+        "[[smtp.submission.users]]\nname = \"a\"\npassword_hash = \"{hash}\"\n[[smtp.submission.users]]\nname = \"a\"\npassword_hash = \"{hash}\"\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "smtp.submission.users[1].name");
+}
+
+#[test]
+fn unreadable_file_is_a_read_error() {
+    let missing = Path::new("/nonexistent/siegel-config-test.toml");
+    match Config::load(missing) {
+        Err(ConfigError::Read { path, .. }) => assert_eq!(path, missing),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("siegel-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("siegel.toml");
+    std::fs::write(&file, "[smtp]\nmax_recipients = 0\n").expect("write");
+    let shown = Config::load(&file).expect_err("invalid").to_string();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        shown.starts_with(&format!("{}:2: key `smtp.max_recipients`", file.display())),
+        "{shown}"
+    );
+}
