@@ -1,0 +1,6 @@
+//! One file per stage. Each stage is a type implementing [`crate::Stage`];
+//! the order they run in is the list in [`crate::Pipeline::standard`].
+
+pub mod received;
+
+pub use received::ReceivedHeader;

@@ -1,0 +1,413 @@
+//! Tests of the spool against a real temporary directory.
+
+// Tests may panic on unexpected errors: that is how they fail.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use siegel_types::{Address, Direction, Origin, Recipient, ReversePath, SmtpReply};
+
+use super::*;
+
+fn envelope(rcpts: &[&str]) -> Envelope {
+    Envelope {
+        id: QueueId::generate(),
+        mail_from: ReversePath::Address(Address::parse("sender@example.org").unwrap()),
+        recipients: rcpts
+            .iter()
+            .map(|r| Recipient::new(Address::parse(r).unwrap()))
+            .collect(),
+        direction: Direction::Inbound,
+        origin: Origin::Smtp {
+            peer: "192.0.2.1:4000".into(),
+            helo: "client.example.org".into(),
+            tls: true,
+            auth: None,
+        },
+        received_at: 0,
+        size: 0,
+        body_8bit: false,
+        smtputf8: false,
+        env_id: None,
+        ret: None,
+        message_id: None,
+    }
+}
+
+async fn commit(spool: &Spool, content: &[u8]) -> QueueId {
+    let mut inc = spool.begin().await.unwrap();
+    inc.write(content).await.unwrap();
+    inc.commit(envelope(&["a@example.com", "b@example.net"]))
+        .await
+        .unwrap()
+}
+
+async fn content_of(spool: &Spool, id: &QueueId) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let (file, len) = spool.open_content(id).await.unwrap();
+    let mut out = Vec::new();
+    file.take(len).read_to_end(&mut out).await.unwrap();
+    out
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn commit_list_load_roundtrip() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut received = spool.take_received().unwrap();
+    assert!(
+        spool.take_received().is_none(),
+        "the receiver is handed out once"
+    );
+    let content = b"Subject: hi\r\n\r\nbody\r\n";
+    let mut inc = spool.begin().await.unwrap();
+    let id = inc.id().clone();
+    inc.write(&content[..5]).await.unwrap();
+    inc.write(&content[5..]).await.unwrap();
+    assert_eq!(inc.size(), content.len() as u64);
+    assert!(
+        spool.list().unwrap().is_empty(),
+        "uncommitted mail must not be visible"
+    );
+    let env = envelope(&["a@example.com"]);
+    let committed = inc.commit(env.clone()).await.unwrap();
+    assert_eq!(committed, id);
+    assert_eq!(received.recv().await, Some(id.clone()));
+    assert_eq!(spool.len(), 1);
+    assert!(files_in(&dir.path().join("incoming")).is_empty());
+
+    // A fresh instance (as after a restart) sees the same.
+    let again = Spool::open(dir.path()).unwrap();
+    assert_eq!(again.len(), 1);
+    let list = again.list().unwrap();
+    assert_eq!(list.len(), 1);
+    let entry = again.load(&id).unwrap();
+    assert_eq!(entry, list[0]);
+    assert_eq!(entry.envelope.id, id);
+    assert_eq!(entry.envelope.size, content.len() as u64);
+    assert_eq!(entry.envelope.recipients, env.recipients);
+    assert!(entry.envelope.received_at > 0);
+    assert_eq!(entry.state, EntryState::new(1));
+    assert_eq!(content_of(&again, &id).await, content);
+}
+
+#[tokio::test]
+async fn list_is_oldest_first_and_remove_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let a = commit(&spool, b"a").await;
+    let b = commit(&spool, b"b").await;
+    let ids: Vec<QueueId> = spool
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.envelope.id)
+        .collect();
+    assert_eq!(ids, vec![a.clone(), b.clone()]);
+    spool.save_state(&a, &EntryState::new(2)).await.unwrap();
+    spool.remove(&a).await.unwrap();
+    assert_eq!(spool.len(), 1);
+    assert!(matches!(spool.load(&a), Err(SpoolError::NotFound(_))));
+    assert!(matches!(
+        spool.remove(&a).await,
+        Err(SpoolError::NotFound(_))
+    ));
+    assert!(!dir.path().join("state").join(format!("{a}.json")).exists());
+    assert!(matches!(
+        spool.save_state(&a, &EntryState::new(2)).await,
+        Err(SpoolError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn large_mail_is_streamed_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let chunk = vec![b'x'; 1024 * 1024];
+    let mut inc = spool.begin().await.unwrap();
+    let partial = dir.path().join("incoming").join(inc.id().as_str());
+    for i in 0..100u64 {
+        inc.write(&chunk).await.unwrap();
+        // Everything but at most one buffer is already on disk.
+        let on_disk = std::fs::metadata(&partial).unwrap().len();
+        assert!(
+            on_disk + 64 * 1024 >= (i + 1) * chunk.len() as u64,
+            "content held in memory"
+        );
+    }
+    let id = inc.commit(envelope(&["a@example.com"])).await.unwrap();
+    let total = std::fs::metadata(dir.path().join("queue").join(id.as_str()))
+        .unwrap()
+        .len();
+    assert!(
+        total > 100 * 1024 * 1024 && total < 100 * 1024 * 1024 + 4096,
+        "size {total}"
+    );
+    let (_, len) = spool.open_content(&id).await.unwrap();
+    assert_eq!(len, 100 * 1024 * 1024);
+}
+
+#[tokio::test]
+async fn crash_leftovers_in_incoming_vanish_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let kept = commit(&spool, b"kept").await;
+    let mut inc = spool.begin().await.unwrap();
+    inc.write(&vec![b'y'; 200 * 1024]).await.unwrap();
+    // kill -9: no Drop runs.
+    std::mem::forget(inc);
+    std::fs::write(dir.path().join("incoming").join("junk"), b"half a mail").unwrap();
+    std::fs::write(dir.path().join("state").join(".half.tmp"), b"{").unwrap();
+    assert_eq!(files_in(&dir.path().join("incoming")).len(), 2);
+
+    let restarted = Spool::open(dir.path()).unwrap();
+    assert!(files_in(&dir.path().join("incoming")).is_empty());
+    assert!(files_in(&dir.path().join("state")).is_empty());
+    let ids: Vec<QueueId> = restarted
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.envelope.id)
+        .collect();
+    assert_eq!(ids, vec![kept]);
+}
+
+#[tokio::test]
+async fn dropped_or_aborted_mail_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut inc = spool.begin().await.unwrap();
+    inc.write(&vec![b'z'; 100 * 1024]).await.unwrap();
+    drop(inc);
+    let mut inc = spool.begin().await.unwrap();
+    inc.write(&vec![b'z'; 100 * 1024]).await.unwrap();
+    inc.abort().await;
+    assert!(files_in(&dir.path().join("incoming")).is_empty());
+    assert!(spool.is_empty());
+}
+
+#[tokio::test]
+async fn truncated_data_file_goes_to_corrupt_and_list_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let good = commit(&spool, b"good mail").await;
+    let bad = commit(&spool, b"this one will be damaged").await;
+    let bad_path = dir.path().join("queue").join(bad.as_str());
+    let len = std::fs::metadata(&bad_path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bad_path)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let restarted = Spool::open(dir.path()).unwrap();
+    assert_eq!(restarted.len(), 2);
+    let ids: Vec<QueueId> = restarted
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.envelope.id)
+        .collect();
+    assert_eq!(ids, vec![good]);
+    assert_eq!(restarted.len(), 1);
+    assert!(dir.path().join("corrupt").join(bad.as_str()).exists());
+    assert!(!bad_path.exists());
+    assert!(matches!(restarted.load(&bad), Err(SpoolError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn garbage_and_tiny_files_are_corrupt_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let (a, b) = (QueueId::generate(), QueueId::generate());
+    std::fs::write(dir.path().join("queue").join(a.as_str()), b"abc").unwrap();
+    let mut fake = b"content".to_vec();
+    fake.extend_from_slice(b"{not json");
+    fake.extend_from_slice(&format::footer(7, 9));
+    std::fs::write(dir.path().join("queue").join(b.as_str()), fake).unwrap();
+    assert!(matches!(spool.load(&a), Err(SpoolError::Corrupt { .. })));
+    assert!(matches!(
+        spool.open_content(&b).await,
+        Err(SpoolError::Corrupt { .. })
+    ));
+    assert!(spool.list().unwrap().is_empty());
+    assert_eq!(files_in(&dir.path().join("corrupt")).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_fifty_concurrent_commits_are_all_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let spool = spool.clone();
+            tokio::spawn(async move {
+                let body = format!("mail number {i}\r\n").repeat(500);
+                (commit(&spool, body.as_bytes()).await, body)
+            })
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for t in tasks {
+        expected.push(t.await.unwrap());
+    }
+    assert_eq!(spool.len(), 50);
+    // Every commit waited for a directory fsync; batching can only reduce their number.
+    assert!(spool.dir_fsyncs() <= 50 && spool.dir_fsyncs() >= 1);
+    let restarted = Spool::open(dir.path()).unwrap();
+    assert_eq!(restarted.list().unwrap().len(), 50);
+    for (id, body) in expected {
+        assert_eq!(content_of(&restarted, &id).await, body.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn state_save_load_and_ready_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut ready = spool.take_ready().unwrap();
+    let id = commit(&spool, b"x").await;
+    let state = EntryState {
+        stage: Stage::Held,
+        recipients: vec![
+            RcptState::Delivered {
+                at: 5,
+                host: "mx.example.com".into(),
+                reply: SmtpReply::new(250, "2.0.0", "ok"),
+            },
+            RcptState::Failed {
+                at: 6,
+                reason: "no such user".into(),
+                reply: None,
+                dsn_queued: true,
+            },
+        ],
+        prepend: "Received: by x\r\n".into(),
+        attempts: 3,
+        next_attempt: 99,
+        note: Some("held for review".into()),
+    };
+    spool.save_state(&id, &state).await.unwrap();
+    assert_eq!(
+        Spool::open(dir.path()).unwrap().load(&id).unwrap().state,
+        state
+    );
+    spool.mark_ready(&id, state.clone()).await.unwrap();
+    assert_eq!(ready.recv().await, Some(id.clone()));
+    assert_eq!(spool.load(&id).unwrap().state.stage, Stage::Ready);
+    assert!(
+        files_in(&dir.path().join("state"))
+            .iter()
+            .all(|n| !n.starts_with('.'))
+    );
+}
+
+#[tokio::test]
+async fn unusable_state_file_falls_back_to_initial_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let id = commit(&spool, b"x").await;
+    // One recipient state for two recipients.
+    let mut wrong = EntryState::new(1);
+    wrong.attempts = 7;
+    std::fs::write(
+        dir.path().join("state").join(format!("{id}.json")),
+        serde_json::to_vec(&wrong).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spool.load(&id).unwrap().state, EntryState::new(2));
+    assert!(
+        dir.path()
+            .join("corrupt")
+            .join(format!("{id}.state.json"))
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn control_requests_apply_directly_when_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    assert!(!spool.is_served());
+    let id = commit(&spool, b"x").await;
+    let mut state = EntryState::new(2);
+    state.next_attempt = 12345;
+    state.recipients[0] = RcptState::Deferred {
+        attempts: 2,
+        last_error: "451 later".into(),
+    };
+    state.recipients[1] = RcptState::Failed {
+        at: 1,
+        reason: "550".into(),
+        reply: None,
+        dsn_queued: false,
+    };
+    spool.save_state(&id, &state).await.unwrap();
+    spool.request(Control::Retry(id.clone())).await.unwrap();
+    let after = spool.load(&id).unwrap().state;
+    assert_eq!(after.next_attempt, 0);
+    assert_eq!(after.recipients[0], RcptState::Pending);
+    assert_eq!(
+        after.recipients[1], state.recipients[1],
+        "permanent failures stay failed"
+    );
+    spool.request(Control::Delete(id.clone())).await.unwrap();
+    assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
+    assert!(files_in(&dir.path().join("control")).is_empty());
+}
+
+#[tokio::test]
+async fn control_requests_reach_the_serving_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Spool::open(dir.path()).unwrap();
+    gateway.claim().unwrap();
+    let mut control = gateway.take_control().unwrap();
+    let id = commit(&gateway, b"x").await;
+    let cli = Spool::open(dir.path()).unwrap();
+    assert!(cli.is_served());
+    cli.request(Control::Delete(id.clone())).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), control.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(Control::Delete(id.clone())));
+    // Only handed over: the gateway decides, nothing was deleted yet.
+    assert!(gateway.load(&id).is_ok());
+    assert!(files_in(&dir.path().join("control")).is_empty());
+}
+
+#[test]
+fn claim_is_exclusive_between_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Spool::open(dir.path()).unwrap();
+    let second = Spool::open(dir.path()).unwrap();
+    assert!(!second.is_served());
+    first.claim().unwrap();
+    first.claim().unwrap(); // idempotent for the holder
+    assert!(first.is_served());
+    assert!(second.is_served());
+    assert!(matches!(second.claim(), Err(SpoolError::AlreadyServed(_))));
+    drop(first);
+    second.claim().unwrap();
+}
+
+#[tokio::test]
+async fn cli_opening_a_served_spool_leaves_mails_in_progress_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Spool::open(dir.path()).unwrap();
+    gateway.claim().unwrap();
+    let mut inc = gateway.begin().await.unwrap();
+    inc.write(&vec![b'q'; 200 * 1024]).await.unwrap();
+    let cli = Spool::open(dir.path()).unwrap();
+    assert_eq!(files_in(&dir.path().join("incoming")).len(), 1);
+    let id = inc.commit(envelope(&["a@example.com"])).await.unwrap();
+    assert_eq!(cli.load(&id).unwrap().envelope.size, 200 * 1024);
+}
