@@ -52,7 +52,7 @@ impl Address {
             return Err(AddressError::LocalTooLong(input.to_owned()));
         }
         let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
-        let bad_char = |c: char| c.is_control() || (!quoted && (c.is_whitespace() || "<>()[],;:\\\"".contains(c)));
+        let bad_char = |c: char| c.is_control() || (!quoted && (c.is_whitespace() || "<>()[],;:@\\\"".contains(c)));
         if local.chars().any(bad_char) {
             return Err(AddressError::LocalCharacter(input.to_owned()));
         }
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "@x.de", "a@", "noat", "a b@x.de", "a@-x.de", "a@x..de", "a<b@x.de", "a@[1.2.3]"] {
+        for bad in ["", "@x.de", "a@", "noat", "a b@x.de", "a@-x.de", "a@x..de", "a<b@x.de", "a@[1.2.3]", "bob@@example.com"] {
             assert!(Address::parse(bad).is_err(), "{bad} accepted");
         }
         assert!(Address::parse(&format!("{}@x.de", "a".repeat(65))).is_err());
