@@ -1,1 +1,31 @@
-fn main() {}
+//! `siegel`: the one binary. Wiring only — every behaviour lives in a crate
+//! under `crates/`, named after where it sits in the flow of a mail.
+
+mod auth;
+mod cli;
+mod config_cmd;
+mod logging;
+mod queue_cmd;
+mod serve;
+mod tls;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Serve => serve::run(cli.config.as_deref()),
+        cli::Command::Config { action } => config_cmd::run(cli.config.as_deref(), action),
+        cli::Command::Queue { action } => queue_cmd::run(cli.config.as_deref(), action),
+        cli::Command::PasswordHash => auth::print_hash_from_stdin(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("siegel: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

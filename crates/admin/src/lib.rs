@@ -17,7 +17,10 @@ use tokio::net::TcpListener;
 pub enum AdminError {
     /// The configured address could not be bound (in use, no permission).
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A bound admin listener, not yet serving: binding first lets `serve`
@@ -29,7 +32,9 @@ pub struct Admin {
 
 impl Admin {
     pub async fn bind(addr: SocketAddr, counters: Arc<Counters>) -> Result<Self, AdminError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AdminError::Bind { addr, source })?;
         Ok(Self { listener, counters })
     }
 
@@ -56,7 +61,10 @@ async fn healthz() -> &'static str {
 
 async fn metrics(State(counters): State<Arc<Counters>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
         counters.render_prometheus(),
     )
 }
@@ -68,9 +76,11 @@ mod tests {
 
     async fn get_path(addr: SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -81,13 +91,18 @@ mod tests {
         let counters = Arc::new(Counters::default());
         Counters::inc(&counters.accepted);
         Counters::inc(&counters.accepted);
-        let admin = Admin::bind("127.0.0.1:0".parse().unwrap(), counters).await.unwrap();
+        let admin = Admin::bind("127.0.0.1:0".parse().unwrap(), counters)
+            .await
+            .unwrap();
         let addr = admin.local_addr().unwrap();
         tokio::spawn(admin.run());
         let health = get_path(addr, "/healthz").await;
         assert!(health.starts_with("HTTP/1.1 200"), "{health}");
         let metrics = get_path(addr, "/metrics").await;
-        assert!(metrics.contains("siegel_mails_accepted_total 2"), "{metrics}");
+        assert!(
+            metrics.contains("siegel_mails_accepted_total 2"),
+            "{metrics}"
+        );
         assert!(metrics.contains("# TYPE siegel_queue_size gauge"));
         assert!(get_path(addr, "/nope").await.starts_with("HTTP/1.1 404"));
     }

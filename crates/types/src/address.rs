@@ -52,11 +52,14 @@ impl Address {
             return Err(AddressError::LocalTooLong(input.to_owned()));
         }
         let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
-        let bad_char = |c: char| c.is_control() || (!quoted && (c.is_whitespace() || "<>()[],;:@\\\"".contains(c)));
+        let bad_char = |c: char| {
+            c.is_control() || (!quoted && (c.is_whitespace() || "<>()[],;:@\\\"".contains(c)))
+        };
         if local.chars().any(bad_char) {
             return Err(AddressError::LocalCharacter(input.to_owned()));
         }
-        let domain = normalise_domain(domain).ok_or_else(|| AddressError::Domain(input.to_owned()))?;
+        let domain =
+            normalise_domain(domain).ok_or_else(|| AddressError::Domain(input.to_owned()))?;
         let text = format!("{local}@{domain}");
         Ok(Self { text, at })
     }
@@ -89,7 +92,10 @@ pub fn normalise_domain(domain: &str) -> Option<String> {
     if domain.starts_with('[') {
         let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
         let ip = inner.strip_prefix("IPv6:").unwrap_or(inner);
-        return ip.parse::<std::net::IpAddr>().ok().map(|_| domain.to_owned());
+        return ip
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|_| domain.to_owned());
     }
     let ascii = idna::domain_to_ascii(domain).ok()?;
     let valid = !ascii.is_empty()
@@ -99,7 +105,9 @@ pub fn normalise_domain(domain: &str) -> Option<String> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     valid.then_some(ascii)
 }
@@ -195,12 +203,26 @@ mod tests {
         let a = Address::parse("Alice.Example@BÜCHER.Example").unwrap();
         assert_eq!(a.local(), "Alice.Example");
         assert_eq!(a.domain(), "xn--bcher-kva.example");
-        assert_eq!(a, Address::parse("Alice.Example@xn--bcher-kva.example.").unwrap());
+        assert_eq!(
+            a,
+            Address::parse("Alice.Example@xn--bcher-kva.example.").unwrap()
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "@x.de", "a@", "noat", "a b@x.de", "a@-x.de", "a@x..de", "a<b@x.de", "a@[1.2.3]", "bob@@example.com"] {
+        for bad in [
+            "",
+            "@x.de",
+            "a@",
+            "noat",
+            "a b@x.de",
+            "a@-x.de",
+            "a@x..de",
+            "a<b@x.de",
+            "a@[1.2.3]",
+            "bob@@example.com",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad} accepted");
         }
         assert!(Address::parse(&format!("{}@x.de", "a".repeat(65))).is_err());
@@ -208,7 +230,10 @@ mod tests {
 
     #[test]
     fn accepts_literals_and_utf8_local() {
-        assert_eq!(Address::parse("a@[127.0.0.1]").unwrap().domain(), "[127.0.0.1]");
+        assert_eq!(
+            Address::parse("a@[127.0.0.1]").unwrap().domain(),
+            "[127.0.0.1]"
+        );
         assert!(Address::parse("jörg@example.com").unwrap().needs_smtputf8());
     }
 

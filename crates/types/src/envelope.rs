@@ -77,7 +77,11 @@ pub struct Recipient {
 
 impl Recipient {
     pub fn new(address: Address) -> Self {
-        Self { address, orcpt: None, notify: None }
+        Self {
+            address,
+            orcpt: None,
+            notify: None,
+        }
     }
 }
 
@@ -122,10 +126,18 @@ mod tests {
             recipients: vec![Recipient {
                 address: Address::parse("b@Example.COM").unwrap(),
                 orcpt: Some("rfc822;b@example.com".into()),
-                notify: Some(NotifyOn { failure: true, ..Default::default() }),
+                notify: Some(NotifyOn {
+                    failure: true,
+                    ..Default::default()
+                }),
             }],
             direction: Direction::Inbound,
-            origin: Origin::Smtp { peer: "127.0.0.1:4000".into(), helo: "x".into(), tls: false, auth: None },
+            origin: Origin::Smtp {
+                peer: "127.0.0.1:4000".into(),
+                helo: "x".into(),
+                tls: false,
+                auth: None,
+            },
             received_at: 1,
             size: 2,
             body_8bit: true,
@@ -138,7 +150,10 @@ mod tests {
         assert!(json.contains("\"b@example.com\""));
         let back: Envelope = serde_json::from_str(&json).unwrap();
         assert_eq!(env, back);
-        assert!(!NotifyOn::wants_failure(Some(&NotifyOn { never: true, ..Default::default() })));
+        assert!(!NotifyOn::wants_failure(Some(&NotifyOn {
+            never: true,
+            ..Default::default()
+        })));
         assert!(NotifyOn::wants_failure(None));
     }
 }

@@ -39,21 +39,53 @@ impl Counters {
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
         let counters = [
-            ("siegel_mails_accepted_total", "Mails accepted after the durable commit.", self.accepted.load(Ordering::Relaxed)),
-            ("siegel_mails_rejected_total", "Mails refused during the SMTP dialogue.", self.rejected.load(Ordering::Relaxed)),
-            ("siegel_recipients_delivered_total", "Recipient deliveries accepted by the next hop.", self.delivered.load(Ordering::Relaxed)),
-            ("siegel_recipients_deferred_total", "Recipient delivery attempts that failed temporarily.", self.deferred.load(Ordering::Relaxed)),
-            ("siegel_recipients_bounced_total", "Recipients that bounced (permanent failure or expiry).", self.bounced.load(Ordering::Relaxed)),
+            (
+                "siegel_mails_accepted_total",
+                "Mails accepted after the durable commit.",
+                self.accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "siegel_mails_rejected_total",
+                "Mails refused during the SMTP dialogue.",
+                self.rejected.load(Ordering::Relaxed),
+            ),
+            (
+                "siegel_recipients_delivered_total",
+                "Recipient deliveries accepted by the next hop.",
+                self.delivered.load(Ordering::Relaxed),
+            ),
+            (
+                "siegel_recipients_deferred_total",
+                "Recipient delivery attempts that failed temporarily.",
+                self.deferred.load(Ordering::Relaxed),
+            ),
+            (
+                "siegel_recipients_bounced_total",
+                "Recipients that bounced (permanent failure or expiry).",
+                self.bounced.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in counters {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
         }
         let gauges = [
-            ("siegel_queue_size", "Mails in the spool.", self.queue_size.load(Ordering::Relaxed)),
-            ("siegel_smtp_sessions", "Open SMTP sessions.", self.sessions.load(Ordering::Relaxed)),
+            (
+                "siegel_queue_size",
+                "Mails in the spool.",
+                self.queue_size.load(Ordering::Relaxed),
+            ),
+            (
+                "siegel_smtp_sessions",
+                "Open SMTP sessions.",
+                self.sessions.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in gauges {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            ));
         }
         out
     }

@@ -31,7 +31,12 @@ impl QueueId {
             .unwrap_or(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xF_FFFF;
         let pid = std::process::id() & 0xFF;
-        Self(format!("{:013X}{:02X}{:05X}", micros & 0x1F_FFFF_FFFF_FFFF, pid, n))
+        Self(format!(
+            "{:013X}{:02X}{:05X}",
+            micros & 0x1F_FFFF_FFFF_FFFF,
+            pid,
+            n
+        ))
     }
 
     pub fn as_str(&self) -> &str {

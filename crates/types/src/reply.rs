@@ -13,8 +13,16 @@ pub struct SmtpReply {
 }
 
 impl SmtpReply {
-    pub fn new(code: u16, enhanced: impl Into<Option<&'static str>>, text: impl Into<String>) -> Self {
-        Self { code, enhanced: enhanced.into().map(str::to_owned), text: text.into() }
+    pub fn new(
+        code: u16,
+        enhanced: impl Into<Option<&'static str>>,
+        text: impl Into<String>,
+    ) -> Self {
+        Self {
+            code,
+            enhanced: enhanced.into().map(str::to_owned),
+            text: text.into(),
+        }
     }
 
     /// 2xx.

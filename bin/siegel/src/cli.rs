@@ -1,0 +1,62 @@
+//! The command line. `--config` is global: it is accepted before or after
+//! the subcommand, and `SIEGEL_CONFIG` stands in for it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "siegel", version, about = "Siegel — a secure e-mail gateway")]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, Siegel runs on embedded defaults.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "SIEGEL_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: SMTP listeners, pipeline, delivery, admin listener.
+    Serve,
+    /// Print or validate the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Inspect and steer the mail queue (the gateway may be running or not).
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+    /// Read a password from standard input and print its argon2id hash, for
+    /// `[[smtp.submission.users]] password_hash`.
+    PasswordHash,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print a complete, commented configuration with the default values.
+    Example,
+    /// Validate the configuration file and print every problem found.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueAction {
+    /// One line per queued mail.
+    List,
+    /// Envelope and per-recipient state of one mail.
+    Show { id: String },
+    /// Deliver a deferred mail now.
+    Retry { id: String },
+    /// Remove a mail from the queue without delivering it (no bounce).
+    Delete { id: String },
+}
