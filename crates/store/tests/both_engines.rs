@@ -1,0 +1,1213 @@
+//! The store's test suite. Every test is one async function taking the
+//! engine; `both!` runs it once on SQLite and once on PostgreSQL. Each run
+//! gets its own data folder, and on PostgreSQL its own schema (selected with
+//! `search_path` in the connection options), so all tests run in parallel.
+//!
+//! PostgreSQL: `SIEGEL_TEST_PG_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test` (trust auth).
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use siegel_store::*;
+use siegel_types::{Address, QueueId};
+use sqlx::Connection;
+
+fn pg_base() -> String {
+    std::env::var("SIEGEL_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    SystemRandom::new().fill(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn addr(s: &str) -> Address {
+    Address::parse(s).unwrap()
+}
+
+/// One test's private database.
+struct TestDb {
+    dir: PathBuf,
+    url: String,
+    schema: Option<String>,
+    key: MasterKey,
+    store: Option<Store>,
+}
+
+impl TestDb {
+    /// A private, empty database (nothing connected yet).
+    async fn empty(engine: Engine) -> TestDb {
+        let name = random_hex(8);
+        let dir = std::env::temp_dir().join(format!("siegel-store-test-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (url, schema) = match engine {
+            Engine::Sqlite => (format!("sqlite://{}/siegel.db", dir.display()), None),
+            Engine::Postgres => {
+                let schema = format!("t_{name}");
+                let mut admin = sqlx::PgConnection::connect(&pg_base()).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                admin.close().await.unwrap();
+                let sep = if pg_base().contains('?') { '&' } else { '?' };
+                (
+                    format!("{}{sep}options=-c%20search_path%3D{schema}", pg_base()),
+                    Some(schema),
+                )
+            }
+        };
+        TestDb {
+            dir,
+            url,
+            schema,
+            key: MasterKey::generate().unwrap(),
+            store: None,
+        }
+    }
+
+    /// A private database with a connected store.
+    async fn new(engine: Engine) -> TestDb {
+        let mut db = Self::empty(engine).await;
+        db.store = Some(db.open().await.unwrap());
+        db
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().unwrap()
+    }
+
+    /// Another connection to the same database, as a second node would make.
+    async fn open(&self) -> Result<Store, StoreError> {
+        self.open_with(self.key.clone()).await
+    }
+
+    async fn open_with(&self, key: MasterKey) -> Result<Store, StoreError> {
+        Store::open(&self.url, &self.dir, key).await
+    }
+
+    /// Runs raw SQL behind the store's back (to simulate crashes, tampering
+    /// and hand edits).
+    async fn raw(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.schema.is_some() {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        }
+    }
+
+    async fn finish(self) {
+        if let Some(s) = &self.store {
+            s.close().await;
+        }
+        if let Some(schema) = &self.schema {
+            let mut admin = sqlx::PgConnection::connect(&pg_base()).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            admin.close().await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(siegel_store::Engine::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(siegel_store::Engine::Postgres).await
+            }
+        }
+    };
+}
+
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+
+fn hash(n: u32) -> String {
+    format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${n:08}")
+}
+
+fn gina_account(address: &str) -> NewGinaAccount {
+    NewGinaAccount {
+        address: addr(address),
+        name: Some("Erika Mustermann".into()),
+        password_hash: HASH.into(),
+        security_question: Some("First pet?".into()),
+        answer_hash: Some(HASH.into()),
+        preferred_method: PreferredMethod::Gina,
+        language: "de".into(),
+    }
+}
+
+fn new_key(address: &str, fingerprint: &str, private: Option<&[u8]>) -> NewKey {
+    NewKey {
+        address: addr(address),
+        fingerprint: fingerprint.into(),
+        issuer: "CN=Siegel Test CA".into(),
+        serial: "01AF".into(),
+        not_before: 1_700_000_000,
+        not_after: 1_800_000_000,
+        key_usage: "digitalSignature,keyEncipherment".into(),
+        source_kind: SourceKind::Issued,
+        source_message_id: None,
+        material: vec![0x30, 0x82, 1, 2, 3],
+        private_key: private.map(|p| SecretBytes::new(p.to_vec())),
+    }
+}
+
+// ---------------------------------------------------------------- schema
+
+async fn migrations_are_idempotent(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    assert_eq!(db.store().schema_version().await.unwrap(), SCHEMA_VERSION);
+    // A second and third start find everything applied and change nothing.
+    for _ in 0..2 {
+        let again = db.open().await.unwrap();
+        assert_eq!(again.schema_version().await.unwrap(), SCHEMA_VERSION);
+        again.close().await;
+    }
+    let report = db.store().check().await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    db.finish().await;
+}
+both!(migrations_are_idempotent);
+
+async fn concurrent_first_start(engine: Engine) {
+    let db = TestDb::empty(engine).await;
+    // Four nodes start at once on an empty database with the same key.
+    let (a, b, c, d) = tokio::join!(db.open(), db.open(), db.open(), db.open());
+    for s in [a, b, c, d] {
+        let s = s.unwrap();
+        assert_eq!(s.schema_version().await.unwrap(), SCHEMA_VERSION);
+        assert!(s.check().await.unwrap().is_ok());
+        s.close().await;
+    }
+    db.finish().await;
+}
+both!(concurrent_first_start);
+
+async fn bad_url_is_refused(_engine: Engine) {
+    let dir = std::env::temp_dir();
+    let key = MasterKey::generate().unwrap();
+    let err = Store::open("mysql://u:secret@host/db", &dir, key)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BadUrl { .. }), "{err}");
+    assert!(
+        !err.to_string().contains("secret"),
+        "password leaked: {err}"
+    );
+}
+both!(bad_url_is_refused);
+
+// ------------------------------------------------------------ master key
+
+async fn wrong_master_key_is_refused(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let other = MasterKey::generate().unwrap();
+    let err = db.open_with(other).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongMasterKey { .. }), "{err}");
+    // The right key still works.
+    db.open().await.unwrap().close().await;
+    db.finish().await;
+}
+both!(wrong_master_key_is_refused);
+
+async fn rotation_keeps_secrets_readable(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = db.store();
+    // More rows than one rotation batch, in all three secret tables.
+    for i in 0..450u32 {
+        let fp = format!("{i:040X}");
+        s.certificates()
+            .insert(&new_key(
+                "a@example.com",
+                &fp,
+                Some(format!("cert-{i}").as_bytes()),
+            ))
+            .await
+            .unwrap();
+    }
+    s.pgp_keys()
+        .insert(&new_key("a@example.com", "AAAABBBBCCCCDDDD", Some(b"pgp")))
+        .await
+        .unwrap();
+    s.certificates()
+        .insert(&new_key("b@example.com", "EEEEEEEEEEEEEEEE", None))
+        .await
+        .unwrap();
+    s.domain_keys()
+        .insert(&NewDomainKey {
+            domain: "example.com".into(),
+            kind: DomainKeyKind::Smime,
+            ownership: Ownership::Own,
+            fingerprint: "1234123412341234".into(),
+            material: vec![1],
+            private_key: Some(SecretBytes::new(b"domain".to_vec())),
+        })
+        .await
+        .unwrap();
+
+    let old = db.key.clone();
+    let new = MasterKey::generate().unwrap();
+    let report = s.rotate_master_key(&new).await.unwrap();
+    assert_eq!(report.re_encrypted, 452);
+    assert_eq!(s.master_key_id(), new.id());
+
+    // This node reads everything under the new key.
+    let fp = format!("{:040X}", 449);
+    assert_eq!(
+        s.certificates()
+            .private_key(&fp)
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"cert-449"
+    );
+    assert!(s.check().await.unwrap().is_ok());
+
+    // The old key is now refused; the new one opens the store and the secrets.
+    assert!(matches!(
+        db.open_with(old).await.unwrap_err(),
+        StoreError::WrongMasterKey { .. }
+    ));
+    let other = db.open_with(new.clone()).await.unwrap();
+    assert_eq!(
+        other
+            .pgp_keys()
+            .private_key("AAAABBBBCCCCDDDD")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"pgp"
+    );
+    assert_eq!(
+        other
+            .domain_keys()
+            .private_key("1234123412341234")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"domain"
+    );
+    assert_eq!(
+        other
+            .certificates()
+            .private_key("EEEEEEEEEEEEEEEE")
+            .await
+            .unwrap(),
+        None
+    );
+    // Rotating to the same key again is a no-op.
+    assert_eq!(other.rotate_master_key(&new).await.unwrap().re_encrypted, 0);
+    other.close().await;
+    db.finish().await;
+}
+both!(rotation_keeps_secrets_readable);
+
+async fn interrupted_rotation_target_is_refused(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = db.store();
+    s.certificates()
+        .insert(&new_key("a@example.com", "ABABABABABABABAB", Some(b"k")))
+        .await
+        .unwrap();
+    let new = MasterKey::generate().unwrap();
+    s.rotate_master_key(&new).await.unwrap();
+    // Simulate a crash before the final step: the new key is still pending.
+    db.raw(&format!(
+        "UPDATE master_key_check SET state = 'pending' WHERE key_id = '{}'",
+        new.id()
+    ))
+    .await;
+    let err = db.open_with(new.clone()).await.unwrap_err();
+    assert!(matches!(err, StoreError::RotationIncomplete(_)), "{err}");
+    db.finish().await;
+}
+both!(interrupted_rotation_target_is_refused);
+
+async fn moved_ciphertext_is_refused(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let certs = db.store().certificates();
+    certs
+        .insert(&new_key(
+            "a@example.com",
+            "AAAAAAAAAAAAAAAA",
+            Some(b"alice"),
+        ))
+        .await
+        .unwrap();
+    certs
+        .insert(&new_key(
+            "m@example.com",
+            "BBBBBBBBBBBBBBBB",
+            Some(b"mallory"),
+        ))
+        .await
+        .unwrap();
+    // Someone with write access to the database copies Alice's sealed key
+    // into Mallory's row: it must not open there.
+    db.raw(
+        "UPDATE certificates SET private_key_enc = \
+         (SELECT private_key_enc FROM certificates WHERE fingerprint = 'AAAAAAAAAAAAAAAA') \
+         WHERE fingerprint = 'BBBBBBBBBBBBBBBB'",
+    )
+    .await;
+    let err = certs.private_key("BBBBBBBBBBBBBBBB").await.unwrap_err();
+    assert!(matches!(err, StoreError::Tampered(_)), "{err}");
+    assert_eq!(
+        certs
+            .private_key("AAAAAAAAAAAAAAAA")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"alice"
+    );
+    db.finish().await;
+}
+both!(moved_ciphertext_is_refused);
+
+async fn hand_edited_rows_are_errors_not_defaults(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let gina = db.store().gina();
+    gina.insert(&gina_account("x@partner.example"))
+        .await
+        .unwrap();
+    db.raw("UPDATE gina_accounts SET previous_hashes = 'not json'")
+        .await;
+    assert!(matches!(
+        gina.by_address(&addr("x@partner.example")).await,
+        Err(StoreError::Json { .. })
+    ));
+    let users = db.store().users();
+    users
+        .insert(&NewUser {
+            address: addr("u@example.com"),
+            display_name: None,
+            attributes: Default::default(),
+            licence_state: LicenceState::Licensed,
+        })
+        .await
+        .unwrap();
+    db.raw("UPDATE users SET address = 'no at sign'").await;
+    assert!(matches!(
+        users.list(None, 10).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    db.raw("UPDATE users SET address = 'u@example.com', attributes = '[1]'")
+        .await;
+    assert!(matches!(
+        users.get(&addr("u@example.com")).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    db.finish().await;
+}
+both!(hand_edited_rows_are_errors_not_defaults);
+
+async fn secrets_under_an_unknown_key_are_reported(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    db.store()
+        .certificates()
+        .insert(&new_key("a@example.com", "CCCCCCCCCCCCCCCC", Some(b"k")))
+        .await
+        .unwrap();
+    assert!(db.store().check().await.unwrap().is_ok());
+    // Someone removes the key check by hand and starts with another key: the
+    // node starts (the store looks new), but the old secrets are reported by
+    // `db check` and are refused as unknown-key, never returned as garbage.
+    db.raw("DELETE FROM master_key_check").await;
+    let other = db.open_with(MasterKey::generate().unwrap()).await.unwrap();
+    let report = other.check().await.unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report.problems[0].contains("1 secrets in certificates"),
+        "{report:?}"
+    );
+    assert!(matches!(
+        other.certificates().private_key("CCCCCCCCCCCCCCCC").await,
+        Err(StoreError::UnknownKeyId(_))
+    ));
+    other.close().await;
+    db.finish().await;
+}
+both!(secrets_under_an_unknown_key_are_reported);
+
+// ------------------------------------------------------- two real processes
+
+const CHILD_URL: &str = "SIEGEL_STORE_CHILD_URL";
+const CHILD_N: u32 = 150;
+
+/// The child half of `two_processes_share_one_database`: a second `siegel`
+/// node in its own process. Returns at once unless that test started it.
+#[tokio::test]
+async fn child_process_node() {
+    let Ok(url) = std::env::var(CHILD_URL) else {
+        return;
+    };
+    let dir = PathBuf::from(std::env::var("SIEGEL_STORE_CHILD_DIR").unwrap());
+    // The master key comes from SIEGEL_MASTER_KEY, as in production.
+    let store = Store::connect(&url, &dir).await.unwrap();
+    let target = addr("target@partner.example");
+    for i in 0..CHILD_N {
+        store
+            .gina()
+            .record_failed_login(&target, 1_000_000, 60, 0)
+            .await
+            .unwrap();
+        // Both processes create the same accounts; exactly one wins each.
+        match store
+            .gina()
+            .insert(&gina_account(&format!("shared{}@partner.example", i % 50)))
+            .await
+        {
+            Ok(_) | Err(StoreError::Duplicate { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    store.close().await;
+}
+
+async fn two_processes_share_one_database(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    db.store()
+        .gina()
+        .insert(&gina_account("target@partner.example"))
+        .await
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "child_process_node", "--test-threads", "1"])
+                .env(CHILD_URL, &db.url)
+                .env("SIEGEL_STORE_CHILD_DIR", &db.dir)
+                .env(MASTER_KEY_ENV, db.key.to_base64().as_str())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let statuses = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|mut c| c.wait().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for status in statuses {
+        assert!(status.success(), "child failed: {status}");
+    }
+    let gina = db.store().gina();
+    let target = gina
+        .by_address(&addr("target@partner.example"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(target.failed_logins, i64::from(2 * CHILD_N));
+    assert_eq!(gina.count().await.unwrap(), 1 + 50);
+    db.finish().await;
+}
+both!(two_processes_share_one_database);
+
+// --------------------------------------------------------------- users
+
+async fn users_round_trip(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let users = db.store().users();
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("department".into(), "Legal".into());
+    let created = users
+        .insert(&NewUser {
+            address: addr("Alice@EXAMPLE.com"),
+            display_name: Some("Alice".into()),
+            attributes: attributes.clone(),
+            licence_state: LicenceState::Licensed,
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.address.as_str(), "Alice@example.com");
+    // Found through any spelling of the domain; normalised in one place.
+    let got = users
+        .get(&addr("Alice@Example.COM"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, created);
+    assert_eq!(got.attributes, attributes);
+    assert_eq!(got.last_seen, None);
+
+    // Same mailbox, other spelling: duplicate.
+    let dup = users
+        .insert(&NewUser {
+            address: addr("Alice@example.COM."),
+            display_name: None,
+            attributes: Default::default(),
+            licence_state: LicenceState::Unlicensed,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, StoreError::Duplicate { .. }), "{dup}");
+
+    users.touch(&got.address, 2000).await.unwrap();
+    users.touch(&got.address, 1000).await.unwrap(); // never backwards
+    users
+        .set_licence_state(&got.address, LicenceState::Excluded)
+        .await
+        .unwrap();
+    let got = users.get(&got.address).await.unwrap().unwrap();
+    assert_eq!(got.last_seen, Some(2000));
+    assert_eq!(got.licence_state, LicenceState::Excluded);
+    assert_eq!(users.count(LicenceState::Excluded).await.unwrap(), 1);
+
+    // IDN domain is stored as A-labels.
+    let idn = users
+        .insert(&NewUser {
+            address: addr("bob@Bücher.example"),
+            display_name: None,
+            attributes: Default::default(),
+            licence_state: LicenceState::Licensed,
+        })
+        .await
+        .unwrap();
+    assert_eq!(idn.address.as_str(), "bob@xn--bcher-kva.example");
+    let all = users.list(None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let page = users.list(Some(&all[0].address), 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+
+    assert!(matches!(
+        users.touch(&addr("nobody@example.com"), 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        users
+            .insert(&NewUser {
+                address: addr("c@example.com"),
+                display_name: Some("bad\nname".into()),
+                attributes: Default::default(),
+                licence_state: LicenceState::Licensed,
+            })
+            .await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(users.delete(&idn.address).await.unwrap());
+    assert!(!users.delete(&idn.address).await.unwrap());
+    db.finish().await;
+}
+both!(users_round_trip);
+
+// ------------------------------------------------- certificates, pgp keys
+
+async fn keys_round_trip(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    for repo in [db.store().certificates(), db.store().pgp_keys()] {
+        let stored = repo
+            .insert(&new_key(
+                "a@Example.com",
+                "ab:cd:ef:01:23:45:67:89",
+                Some(b"PRIVATE"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(stored.fingerprint, "ABCDEF0123456789");
+        assert_eq!(stored.address.as_str(), "a@example.com");
+        assert!(stored.has_private_key);
+        assert!(!stored.revoked);
+        let got = repo
+            .by_fingerprint("abcdef0123456789")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, stored);
+        assert_eq!(
+            repo.private_key("ABCDEF0123456789")
+                .await
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"PRIVATE"
+        );
+        // Same fingerprint, other spelling: duplicate.
+        let dup = repo
+            .insert(&new_key("b@example.com", "ABCDEF0123456789", None))
+            .await
+            .unwrap_err();
+        assert!(matches!(dup, StoreError::Duplicate { .. }), "{dup}");
+
+        // Harvested from a mail: public only, with its Message-ID.
+        let mut harvested = new_key("a@example.com", "1111222233334444", None);
+        harvested.source_kind = SourceKind::Harvested;
+        harvested.not_after = 1_900_000_000;
+        harvested.source_message_id = Some("<m1@example.org>".into());
+        repo.insert(&harvested).await.unwrap();
+        assert_eq!(repo.private_key("1111222233334444").await.unwrap(), None);
+        let list = repo.for_address(&addr("a@EXAMPLE.com")).await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            list[0].fingerprint, "1111222233334444",
+            "newest validity first"
+        );
+        assert_eq!(
+            list[0].source_message_id.as_deref(),
+            Some("<m1@example.org>")
+        );
+
+        repo.revoke("ABCDEF0123456789").await.unwrap();
+        repo.supersede("ABCDEF0123456789", "1111222233334444")
+            .await
+            .unwrap();
+        let got = repo
+            .by_fingerprint("ABCDEF0123456789")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got.revoked);
+        assert_eq!(got.superseded_by.as_deref(), Some("1111222233334444"));
+        assert!(matches!(
+            repo.supersede("ABCDEF0123456789", "9999999999999999").await,
+            Err(StoreError::NotFound { .. })
+        ));
+
+        // Invalid data is refused and not stored.
+        let mut bad = new_key("a@example.com", "2222333344445555", None);
+        bad.source_kind = SourceKind::Harvested;
+        assert!(matches!(
+            repo.insert(&bad).await,
+            Err(StoreError::Invalid { .. })
+        ));
+        let mut bad = new_key("a@example.com", "2222333344445555", None);
+        bad.not_before = bad.not_after + 1;
+        assert!(matches!(
+            repo.insert(&bad).await,
+            Err(StoreError::Invalid { .. })
+        ));
+        assert!(matches!(
+            repo.insert(&new_key("a@example.com", "not-hex", None))
+                .await,
+            Err(StoreError::Invalid { .. })
+        ));
+        assert_eq!(repo.by_fingerprint("2222333344445555").await.unwrap(), None);
+    }
+    db.finish().await;
+}
+both!(keys_round_trip);
+
+async fn domain_keys_round_trip(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let repo = db.store().domain_keys();
+    let own = repo
+        .insert(&NewDomainKey {
+            domain: "Bücher.Example".into(),
+            kind: DomainKeyKind::Pgp,
+            ownership: Ownership::Own,
+            fingerprint: "abcdabcdabcdabcd".into(),
+            material: vec![1, 2, 3],
+            private_key: Some(SecretBytes::new(b"own secret".to_vec())),
+        })
+        .await
+        .unwrap();
+    assert_eq!(own.domain, "xn--bcher-kva.example");
+    let partner = NewDomainKey {
+        domain: "partner.example".into(),
+        kind: DomainKeyKind::Smime,
+        ownership: Ownership::Partner,
+        fingerprint: "0000111100001111".into(),
+        material: vec![9],
+        private_key: None,
+    };
+    repo.insert(&partner).await.unwrap();
+    let list = repo.for_domain("bücher.example").await.unwrap();
+    assert_eq!(list, vec![own]);
+    assert_eq!(
+        repo.private_key("ABCDABCDABCDABCD")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"own secret"
+    );
+    assert!(matches!(
+        repo.insert(&partner).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    let mut with_secret = partner.clone();
+    with_secret.fingerprint = "2222111100001111".into();
+    with_secret.private_key = Some(SecretBytes::new(vec![1]));
+    assert!(matches!(
+        repo.insert(&with_secret).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    let mut bad_domain = partner.clone();
+    bad_domain.domain = "not a domain".into();
+    assert!(matches!(
+        repo.insert(&bad_domain).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(repo.delete("0000111100001111").await.unwrap());
+    db.finish().await;
+}
+both!(domain_keys_round_trip);
+
+// --------------------------------------------------------------- GINA
+
+async fn gina_round_trip(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let gina = db.store().gina();
+    let created = gina
+        .insert(&gina_account("Ext@Partner.Example"))
+        .await
+        .unwrap();
+    assert_eq!(created.address.as_str(), "Ext@partner.example");
+    assert_eq!(created.failed_logins, 0);
+    assert!(created.previous_hashes.is_empty());
+    let got = gina
+        .by_address(&addr("Ext@PARTNER.example"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, created);
+    assert!(matches!(
+        gina.insert(&gina_account("Ext@partner.example")).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+
+    // Password history keeps the last four, newest first.
+    for n in 1..=6 {
+        gina.change_password(&got.address, &hash(n)).await.unwrap();
+    }
+    let got = gina.by_address(&got.address).await.unwrap().unwrap();
+    assert_eq!(got.password_hash, hash(6));
+    assert_eq!(
+        got.previous_hashes,
+        vec![hash(5), hash(4), hash(3), hash(2)]
+    );
+
+    gina.set_preferred_method(&got.address, PreferredMethod::Smime)
+        .await
+        .unwrap();
+    gina.record_failed_login(&got.address, 3, 600, 1000)
+        .await
+        .unwrap();
+    gina.record_login(&got.address, 5000).await.unwrap();
+    let got = gina.by_address(&got.address).await.unwrap().unwrap();
+    assert_eq!(got.preferred_method, PreferredMethod::Smime);
+    assert_eq!(
+        (got.failed_logins, got.locked_until, got.last_login),
+        (0, None, Some(5000))
+    );
+
+    // Refused, not stored: plaintext password, half a security question, bad language.
+    let mut bad = gina_account("x@partner.example");
+    bad.password_hash = "hunter2".into();
+    assert!(matches!(
+        gina.insert(&bad).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    let mut bad = gina_account("x@partner.example");
+    bad.answer_hash = None;
+    assert!(matches!(
+        gina.insert(&bad).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    let mut bad = gina_account("x@partner.example");
+    bad.language = "de_DE; DROP TABLE".into();
+    assert!(matches!(
+        gina.insert(&bad).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(
+        gina.by_address(&addr("x@partner.example"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        gina.change_password(&got.address, "plain").await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        gina.record_failed_login(&addr("none@partner.example"), 3, 60, 0)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    db.finish().await;
+}
+both!(gina_round_trip);
+
+async fn gina_batch_is_all_or_nothing(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let gina = db.store().gina();
+    let batch: Vec<_> = (0..2500)
+        .map(|i| gina_account(&format!("user{i}@batch.example")))
+        .collect();
+    assert_eq!(gina.insert_batch(&batch).await.unwrap(), 2500);
+    assert_eq!(gina.count().await.unwrap(), 2500);
+    let got = gina
+        .by_address(&addr("user2499@batch.example"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.language, "de");
+    // A batch whose last chunk collides leaves nothing behind.
+    let mut second: Vec<_> = (2500..3600)
+        .map(|i| gina_account(&format!("user{i}@batch.example")))
+        .collect();
+    second.push(gina_account("user0@batch.example"));
+    assert!(matches!(
+        gina.insert_batch(&second).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert_eq!(gina.count().await.unwrap(), 2500);
+    db.finish().await;
+}
+both!(gina_batch_is_all_or_nothing);
+
+async fn concurrent_failed_logins_count_exactly(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let address = addr("target@partner.example");
+    db.store()
+        .gina()
+        .insert(&gina_account(address.as_str()))
+        .await
+        .unwrap();
+    // Two "nodes" (separate pools), 16 tasks, 25 failures each.
+    let second = db.open().await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let store = if t % 2 == 0 {
+            db.store().clone()
+        } else {
+            second.clone()
+        };
+        let address = address.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut counts = Vec::new();
+            for _ in 0..25 {
+                let r = store
+                    .gina()
+                    .record_failed_login(&address, 100, 900, 10_000)
+                    .await
+                    .unwrap();
+                counts.push(r);
+            }
+            counts
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.extend(t.await.unwrap());
+    }
+    // Every increment returned a distinct count: none was lost or doubled.
+    let mut counts: Vec<i64> = seen.iter().map(|r| r.count).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=400).collect::<Vec<_>>());
+    // The lock was set exactly from the 100th failure on.
+    for r in &seen {
+        assert_eq!(r.locked_until.is_some(), r.count >= 100, "{r:?}");
+    }
+    let account = db
+        .store()
+        .gina()
+        .by_address(&address)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.failed_logins, 400);
+    assert_eq!(account.locked_until, Some(10_900));
+    second.close().await;
+    db.finish().await;
+}
+both!(concurrent_failed_logins_count_exactly);
+
+// ----------------------------------------------- tracking, settings, licences
+
+async fn tracking_round_trip(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let tracking = db.store().tracking();
+    let queue_id = QueueId::generate();
+    let event = TrackingEvent {
+        message_id: Some("<abc@example.com>".into()),
+        queue_id: queue_id.clone(),
+        recipient: addr("r@Partner.example"),
+        method: "smime-encrypt".into(),
+        key_fingerprint: Some("ab:cd:ab:cd:ab:cd:ab:cd".into()),
+        reason: "certificate found for recipient".into(),
+        at: 1_750_000_000,
+        node: "node-a".into(),
+    };
+    let first = tracking.record(&event).await.unwrap();
+    let mut second_event = event.clone();
+    second_event.node = "node-b".into();
+    second_event.method = "gina".into();
+    let second = tracking.record(&second_event).await.unwrap();
+    assert!(second > first);
+    let got = tracking.for_queue_id(&queue_id).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].event.recipient.as_str(), "r@partner.example");
+    assert_eq!(
+        got[0].event.key_fingerprint.as_deref(),
+        Some("ABCDABCDABCDABCD")
+    );
+    assert_eq!(got[1].event.node, "node-b");
+    assert_eq!(
+        tracking
+            .for_message_id("<abc@example.com>")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let mut bad = event.clone();
+    bad.reason = String::new();
+    assert!(matches!(
+        tracking.record(&bad).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert_eq!(tracking.purge_before(1_750_000_001).await.unwrap(), 2);
+    db.finish().await;
+}
+both!(tracking_round_trip);
+
+async fn settings_round_trip(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let settings = db.store().settings();
+    assert_eq!(settings.get("gina.lock_after").await.unwrap(), None);
+    settings.set("gina.lock_after", &5).await.unwrap();
+    settings.set("gina.lock_after", &7).await.unwrap();
+    settings
+        .set(
+            "disclaimer.text",
+            &serde_json::json!({"de": "Hallo", "en": "Hello"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        settings.get_as::<i64>("gina.lock_after").await.unwrap(),
+        Some(7)
+    );
+    assert!(matches!(
+        settings.get_as::<String>("gina.lock_after").await,
+        Err(StoreError::Json { .. })
+    ));
+    let all = settings.all().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].0, "disclaimer.text");
+    assert_eq!(all[0].1["en"], "Hello");
+    assert!(matches!(
+        settings.set("Bad Key", &1).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(settings.delete("gina.lock_after").await.unwrap());
+    db.finish().await;
+}
+both!(settings_round_trip);
+
+async fn licences_round_trip(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let licences = db.store().licences();
+    let l = NewLicence {
+        licence_id: "LIC-0001".into(),
+        holder: "Example GmbH".into(),
+        seats: 250,
+        valid_from: 1000,
+        valid_until: 2000,
+        document: "-----BEGIN LICENCE-----\n…".into(),
+    };
+    let stored = licences.insert(&l).await.unwrap();
+    assert_eq!(stored.licence, l);
+    assert!(matches!(
+        licences.insert(&l).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    let mut inverted = l.clone();
+    inverted.licence_id = "LIC-0002".into();
+    inverted.valid_from = 3000;
+    assert!(matches!(
+        licences.insert(&inverted).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert_eq!(licences.valid_at(1500).await.unwrap().len(), 1);
+    assert_eq!(licences.valid_at(2500).await.unwrap().len(), 0);
+    assert_eq!(licences.all().await.unwrap(), vec![stored]);
+    assert!(licences.delete("LIC-0001").await.unwrap());
+    db.finish().await;
+}
+both!(licences_round_trip);
+
+// ---------------------------------------------------------- backup/restore
+
+async fn backup_and_restore(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = db.store();
+    let target = db.dir.join("backup.db");
+    if engine == Engine::Postgres {
+        assert!(matches!(
+            s.backup_to(&target).await,
+            Err(StoreError::SqliteOnly(_))
+        ));
+        db.finish().await;
+        return;
+    }
+    s.gina()
+        .insert(&gina_account("before@example.com"))
+        .await
+        .unwrap();
+    s.certificates()
+        .insert(&new_key("a@example.com", "ABCDEF0123456789", Some(b"key")))
+        .await
+        .unwrap();
+    // Online: a writer keeps going while the backup runs.
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                s.gina()
+                    .insert(&gina_account(&format!("during{i}@example.com")))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    s.backup_to(&target).await.unwrap();
+    writer.await.unwrap();
+    assert!(
+        s.backup_to(&target).await.is_err(),
+        "never overwrites a backup"
+    );
+    s.gina()
+        .insert(&gina_account("after@example.com"))
+        .await
+        .unwrap();
+    let db_path = s.sqlite_path().unwrap().to_owned();
+    s.close().await;
+
+    restore_sqlite(&target, &db_path).await.unwrap();
+    let restored = db.open().await.unwrap();
+    let gina = restored.gina();
+    assert!(
+        gina.by_address(&addr("before@example.com"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        gina.by_address(&addr("after@example.com"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        restored
+            .certificates()
+            .private_key("ABCDEF0123456789")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"key"
+    );
+    assert!(restored.check().await.unwrap().is_ok());
+    restored.close().await;
+
+    // A file that is not a store is refused and the database left alone.
+    let junk = db.dir.join("junk.db");
+    std::fs::write(&junk, b"not a database at all, not even close......").unwrap();
+    assert!(restore_sqlite(&junk, &db_path).await.is_err());
+    let again = db.open().await.unwrap();
+    assert!(
+        again
+            .gina()
+            .by_address(&addr("before@example.com"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    again.close().await;
+    db.finish().await;
+}
+both!(backup_and_restore);
+
+// --------------------------------------------------------- default location
+
+#[tokio::test]
+async fn rotate_key_file_swaps_the_key_files() {
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("siegel-store-rotate-{}", random_hex(8)));
+    let s = Store::connect("", &dir).await.unwrap();
+    s.certificates()
+        .insert(&new_key("a@example.com", "DDDDDDDDDDDDDDDD", Some(b"k")))
+        .await
+        .unwrap();
+    let old_id = s.master_key_id();
+    assert_eq!(s.rotate_key_file(&dir).await.unwrap().re_encrypted, 1);
+    s.close().await;
+    let old = MasterKey::read_file(&dir.join("master.key.old")).unwrap();
+    assert_eq!(old.id(), old_id);
+    assert!(!dir.join("master.key.new").exists());
+    // The next start reads the new key file and opens the re-sealed secret.
+    let again = Store::connect("", &dir).await.unwrap();
+    assert_ne!(again.master_key_id(), old_id);
+    assert_eq!(
+        again
+            .certificates()
+            .private_key("DDDDDDDDDDDDDDDD")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"k"
+    );
+    again.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn default_store_is_sqlite_in_data_dir_with_key_file() {
+    let dir = std::env::temp_dir().join(format!("siegel-store-default-{}", random_hex(8)));
+    // `connect` reads SIEGEL_MASTER_KEY; this test only runs when it is unset
+    // so that it exercises the key file.
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
+        return;
+    }
+    let s = Store::connect("", &dir).await.unwrap();
+    assert_eq!(s.engine(), Engine::Sqlite);
+    assert!(dir.join(DEFAULT_DB_FILE).exists());
+    assert!(dir.join(MASTER_KEY_FILE).exists());
+    s.close().await;
+    // Second start: same key file, same store.
+    let again = Store::connect("", &dir).await.unwrap();
+    again.close().await;
+    // Replacing the key file with another key is refused at start.
+    std::fs::remove_file(dir.join(MASTER_KEY_FILE)).unwrap();
+    MasterKey::generate()
+        .unwrap()
+        .write_file(&dir.join(MASTER_KEY_FILE))
+        .unwrap();
+    assert!(matches!(
+        Store::connect("", &dir).await.unwrap_err(),
+        StoreError::WrongMasterKey { .. }
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
