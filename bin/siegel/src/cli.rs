@@ -36,6 +36,28 @@ pub enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// The store (SQLite in the data folder, or PostgreSQL).
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Write an online-consistent copy of the SQLite store.
+    Backup {
+        /// Where to write the copy (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace the SQLite store with a backup (the gateway must be stopped).
+    Restore {
+        /// The backup to restore.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
+    /// The master key that encrypts every private key and secret in the store.
+    MasterKey {
+        #[command(subcommand)]
+        action: MasterKeyAction,
+    },
     /// Read a password from standard input and print its argon2id hash, for
     /// `[[smtp.submission.users]] password_hash`.
     PasswordHash,
@@ -59,4 +81,18 @@ pub enum QueueAction {
     Retry { id: String },
     /// Remove a mail from the queue without delivering it (no bounce).
     Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Verify the schema version and the integrity of the store.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyAction {
+    /// Re-encrypt every secret under a new master key (the key file is
+    /// replaced; with SIEGEL_MASTER_KEY, the new key comes from
+    /// SIEGEL_NEW_MASTER_KEY).
+    Rotate,
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod config_cmd;
+mod db_cmd;
 mod logging;
 mod queue_cmd;
 mod serve;
@@ -13,6 +14,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+fn with_config(
+    path: Option<&std::path::Path>,
+    f: impl FnOnce(&siegel_config::Config) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    f(&config_cmd::load(path)?)
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
@@ -20,6 +28,18 @@ fn main() -> ExitCode {
         cli::Command::Config { action } => config_cmd::run(cli.config.as_deref(), action),
         cli::Command::Queue { action } => queue_cmd::run(cli.config.as_deref(), action),
         cli::Command::PasswordHash => auth::print_hash_from_stdin(),
+        cli::Command::Db { action } => {
+            with_config(cli.config.as_deref(), |c| db_cmd::db(c, action))
+        }
+        cli::Command::Backup { out } => {
+            with_config(cli.config.as_deref(), |c| db_cmd::backup(c, &out))
+        }
+        cli::Command::Restore { from } => {
+            with_config(cli.config.as_deref(), |c| db_cmd::restore(c, &from))
+        }
+        cli::Command::MasterKey { action } => {
+            with_config(cli.config.as_deref(), |c| db_cmd::master_key(c, action))
+        }
     };
     match result {
         Ok(code) => code,

@@ -37,6 +37,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .claim()
         .with_context(|| format!("another siegel is already serving {}", data_dir.display()))?;
 
+    let store = crate::db_cmd::open(&config).await?;
     let counters = Arc::new(Counters::default());
 
     let server_tls = tls::load_or_generate(
@@ -96,6 +97,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
     );
     println!("siegel: data folder {}", data_dir.display());
+    println!(
+        "siegel: store {} (schema version {})",
+        store.engine().name(),
+        store.schema_version().await?
+    );
     println!(
         "siegel: relay: {}",
         siegel_smtp_out::describe_routing(&smtp_out)

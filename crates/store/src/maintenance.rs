@@ -119,6 +119,17 @@ impl Store {
                 if !fk.is_empty() {
                     problems.push(format!("{} foreign key violations", fk.len()));
                 }
+                for table in crate::repo::TABLES {
+                    let present: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)",
+                    )
+                    .bind(table)
+                    .fetch_one(p)
+                    .await?;
+                    if !present {
+                        problems.push(format!("table {table} is missing"));
+                    }
+                }
             }
             crate::Pool::Postgres(p) => {
                 for table in crate::repo::TABLES {
