@@ -61,6 +61,37 @@ pub enum Command {
     /// Read a password from standard input and print its argon2id hash, for
     /// `[[smtp.submission.users]] password_hash`.
     PasswordHash,
+    /// Per recipient of a mail: method, key, why this method and not a
+    /// higher one, delivery result.
+    Track {
+        /// The mail's Message-ID (with or without <>) or its queue id.
+        #[arg(value_name = "MESSAGE-ID | QUEUE-ID")]
+        id: String,
+    },
+    /// The policy: classification and the encryption decision.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Print the decision that would be taken now for a mail, sending nothing.
+    Explain {
+        /// The sender.
+        #[arg(long, value_name = "ADDRESS")]
+        from: String,
+        /// A recipient (repeat for several).
+        #[arg(long, value_name = "ADDRESS", required = true)]
+        to: Vec<String>,
+        /// The Subject header.
+        #[arg(long)]
+        subject: Option<String>,
+        /// A further header, e.g. "Sensitivity: Company-Confidential" (repeatable).
+        #[arg(long, value_name = "NAME: VALUE")]
+        header: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

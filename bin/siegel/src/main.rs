@@ -6,9 +6,11 @@ mod cli;
 mod config_cmd;
 mod db_cmd;
 mod logging;
+mod policy_cmd;
 mod queue_cmd;
 mod serve;
 mod tls;
+mod track_cmd;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,28 @@ fn main() -> ExitCode {
         cli::Command::MasterKey { action } => {
             with_config(cli.config.as_deref(), |c| db_cmd::master_key(c, action))
         }
+        cli::Command::Track { id } => {
+            with_config(cli.config.as_deref(), |c| track_cmd::run(c, &id))
+        }
+        cli::Command::Policy {
+            action:
+                cli::PolicyAction::Explain {
+                    from,
+                    to,
+                    subject,
+                    header,
+                },
+        } => with_config(cli.config.as_deref(), |c| {
+            policy_cmd::explain(
+                c,
+                policy_cmd::ExplainArgs {
+                    from,
+                    to,
+                    subject,
+                    headers: header,
+                },
+            )
+        }),
     };
     match result {
         Ok(code) => code,

@@ -107,14 +107,47 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         siegel_smtp_out::describe_routing(&smtp_out)
     );
 
-    let pipeline = Arc::new(siegel_pipeline::Pipeline::standard(
+    let registry = crate::policy_cmd::registry();
+    let policy_settings = crate::policy_cmd::settings(&config, &registry);
+    let gina_wanted = crate::policy_cmd::gina_configured(&config);
+    if !gina_wanted.is_empty() && policy_settings.gina_sender_domains.is_empty() {
+        // Honest start-up: GINA is configured but this build cannot run it,
+        // so confidential mail without a certificate or key takes the
+        // configured no-method path instead of waiting for it.
+        println!(
+            "siegel: policy: GINA is configured for {} but not available in this version: confidential mail \
+             without a certificate or key is {} (policy.confidential_without_method)",
+            gina_wanted.join(", "),
+            if policy_settings.hold_when_no_method {
+                "held"
+            } else {
+                "bounced with a reason"
+            }
+        );
+    }
+    let directory = siegel_pipeline::policy::StoreDirectory(store.clone());
+    let policy_env = Arc::new(siegel_pipeline::PolicyEnv {
+        settings: policy_settings,
+        registry,
+        directory: Some(Arc::new(directory.clone())),
+        tracker: Some(Arc::new(directory)),
+    });
+    let pipeline = Arc::new(siegel_pipeline::Pipeline::standard_with(
         config.smtp.hostname.clone(),
+        policy_env,
     ));
     tokio::spawn(siegel_pipeline::run(pipeline, spool.clone()));
-    tokio::spawn(siegel_smtp_out::run(
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(forward_delivery_events(
+        events_rx,
+        store.clone(),
+        config.smtp.hostname.clone(),
+    ));
+    tokio::spawn(siegel_smtp_out::run_with_events(
         smtp_out,
         spool.clone(),
         counters.clone(),
+        Some(events_tx),
     ));
     if let Some(admin) = admin {
         tokio::spawn(async move {
@@ -134,6 +167,40 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         () = shutdown_signal() => {
             println!("siegel: stopping");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Stores every delivery result as a tracking record (method = the result,
+/// reason = the next hop's answer), so `siegel track` shows it next to the
+/// decision. A record that cannot be stored is logged; delivery goes on.
+async fn forward_delivery_events(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<siegel_smtp_out::DeliveryEvent>,
+    store: siegel_store::Store,
+    node: String,
+) {
+    while let Some(e) = events.recv().await {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let detail = siegel_pipeline::policy::one_line(&e.detail, 4096);
+        let event = siegel_store::TrackingEvent {
+            message_id: e.message_id,
+            queue_id: e.queue_id,
+            recipient: e.recipient,
+            method: e.result.to_owned(),
+            key_fingerprint: None,
+            reason: if detail.trim().is_empty() {
+                "-".to_owned()
+            } else {
+                detail
+            },
+            at,
+            node: node.clone(),
+        };
+        if let Err(error) = store.tracking().record(&event).await {
+            tracing::error!(target: "siegel::policy", queue_id = %event.queue_id, %error, "cannot record the delivery result");
         }
     }
 }

@@ -36,6 +36,7 @@ pub struct Config {
     pub database: Database,
     pub dns: Dns,
     pub log: Log,
+    pub policy: Policy,
 }
 
 /// `[server]`
@@ -150,6 +151,55 @@ pub enum TlsPolicy {
     /// A verified certificate or no delivery: the mail waits and finally
     /// bounces, it never goes in clear.
     Required,
+}
+
+/// `[policy]`: which outbound mail is confidential and how each recipient
+/// must receive it (PRODUCT.md, "Classification" and "The encryption
+/// hierarchy"). The classification rules are the policy crate's own type,
+/// so the pipeline and `siegel policy explain` use exactly what was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub rules: siegel_policy::ClassificationRules,
+    /// Encrypt whenever a valid key is known, even for mail that is not
+    /// confidential.
+    pub encrypt_when_key_known: bool,
+    /// Recipient domains (normalised) where verified TLS counts as enough for
+    /// confidential mail. Each must have `tls.policy` "required", so the
+    /// claim "verified" is enforced by delivery and not just believed.
+    pub verified_tls_enough: Vec<String>,
+    /// Sender domains whose users may use GINA; `None` = every internal domain.
+    pub gina_sender_domains: Option<Vec<String>>,
+    /// What happens to a confidential mail for a recipient no method may carry.
+    pub confidential_without_method: NoMethod,
+}
+
+impl Policy {
+    /// Whether verified TLS is enough for confidential mail to `domain`
+    /// (normalised).
+    pub fn verified_tls_enough_for(&self, domain: &str) -> bool {
+        self.verified_tls_enough.iter().any(|d| d == domain)
+    }
+
+    /// Whether GINA may be used for mail from `sender_domain` (normalised);
+    /// `internal` is `domains.internal`, the default list.
+    pub fn gina_enabled_for(&self, sender_domain: &str, internal: &[String]) -> bool {
+        self.gina_sender_domains
+            .as_deref()
+            .unwrap_or(internal)
+            .iter()
+            .any(|d| d == sender_domain)
+    }
+}
+
+/// What happens to a confidential mail that cannot be protected for a
+/// recipient. Either way it never leaves in clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoMethod {
+    /// Bounce it for that recipient with a bilingual reason (DSN).
+    #[default]
+    Bounce,
+    /// Keep it held in the queue for an administrator.
+    Hold,
 }
 
 /// `[queue]`
@@ -330,6 +380,13 @@ impl Config {
             log: Log {
                 level: "info".to_owned(),
                 format: LogFormat::Text,
+            },
+            policy: Policy {
+                rules: siegel_policy::ClassificationRules::default(),
+                encrypt_when_key_known: true,
+                verified_tls_enough: Vec::new(),
+                gina_sender_domains: None,
+                confidential_without_method: NoMethod::Bounce,
             },
         }
     }
@@ -549,6 +606,56 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
     };
     s.finish(cx);
 
+    let mut s = root.table(cx, "policy");
+    let dr = d.policy.rules;
+    let rules = siegel_policy::ClassificationRules {
+        subject_keywords: s.list(cx, "subject_keywords", dr.subject_keywords, string),
+        honour_sensitivity: s.get(cx, "honour_sensitivity", dr.honour_sensitivity, boolean),
+        honour_siegel_header: s.get(cx, "honour_siegel_header", dr.honour_siegel_header, boolean),
+        purview_labels: s.list(cx, "purview_labels", dr.purview_labels, string),
+        confidential_domains: s.list(
+            cx,
+            "confidential_domains",
+            dr.confidential_domains,
+            text(values::parse_domain),
+        ),
+        confidential_recipients: s.list(
+            cx,
+            "confidential_recipients",
+            dr.confidential_recipients,
+            text(address),
+        ),
+    };
+    let verified_tls_enough = s.list(
+        cx,
+        "verified_tls_enough",
+        d.policy.verified_tls_enough,
+        text(values::parse_domain),
+    );
+    let policy = Policy {
+        rules,
+        encrypt_when_key_known: s.get(
+            cx,
+            "encrypt_when_key_known",
+            d.policy.encrypt_when_key_known,
+            boolean,
+        ),
+        verified_tls_enough: dedup(cx, "policy.verified_tls_enough", verified_tls_enough),
+        gina_sender_domains: s.opt(
+            cx,
+            "gina_sender_domains",
+            d.policy.gina_sender_domains,
+            domain_list,
+        ),
+        confidential_without_method: s.get(
+            cx,
+            "confidential_without_method",
+            d.policy.confidential_without_method,
+            no_method,
+        ),
+    };
+    s.finish(cx);
+
     root.finish(cx);
     Config {
         server,
@@ -561,6 +668,7 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
         database,
         dns,
         log,
+        policy,
     }
 }
 
@@ -626,6 +734,33 @@ fn validate(c: &Config, cx: &mut Cx<'_>) {
                 first.as_secs()
             ),
         );
+    }
+
+    // The policy crate knows what makes a rule useless or dangerous (an
+    // empty keyword matches every subject); its keys are relative to [policy].
+    for p in c.policy.rules.validate() {
+        cx.error(&format!("policy.{}", p.key), p.message);
+    }
+    for (i, domain) in c.policy.verified_tls_enough.iter().enumerate() {
+        if c.tls.policy_for(domain) != TlsPolicy::Required {
+            cx.error(
+                &format!("policy.verified_tls_enough[{i}]"),
+                format!(
+                    "{domain:?} needs `tls.policy.\"{domain}\" = \"required\"`: verified TLS can only count as \
+                     enough for confidential mail when delivery refuses anything less"
+                ),
+            );
+        }
+    }
+    if let Some(gina) = &c.policy.gina_sender_domains {
+        for (i, domain) in gina.iter().enumerate() {
+            if !c.domains.internal.contains(domain) {
+                cx.warn(
+                    &format!("policy.gina_sender_domains[{i}]"),
+                    format!("{domain:?} is not in `domains.internal`: no mail is sent from it"),
+                );
+            }
+        }
     }
 
     if !c.domains.internal.is_empty() && c.routing.inbound_relay.is_none() {
@@ -731,6 +866,35 @@ fn password_hash(v: &DeValue<'_>) -> Result<Secret, String> {
         Ok(Secret::new(s))
     } else {
         Err("not an Argon2 PHC string (expected \"$argon2id$v=19$m=...,t=...,p=...$salt$hash\"); value not shown".to_owned())
+    }
+}
+
+fn boolean(v: &DeValue<'_>) -> Result<bool, String> {
+    match v {
+        DeValue::Boolean(b) => Ok(*b),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+fn address(text: &str) -> Result<siegel_types::Address, String> {
+    siegel_types::Address::parse(text).map_err(|e| format!("not a mail address: {text:?} ({e})"))
+}
+
+fn domain_list(v: &DeValue<'_>) -> Result<Vec<String>, String> {
+    let DeValue::Array(items) = v else {
+        return Err("expected an array of domains".to_owned());
+    };
+    items
+        .iter()
+        .map(|item| string(item.get_ref()).and_then(|s| values::parse_domain(&s)))
+        .collect()
+}
+
+fn no_method(v: &DeValue<'_>) -> Result<NoMethod, String> {
+    match string(v)?.as_str() {
+        "bounce" => Ok(NoMethod::Bounce),
+        "hold" => Ok(NoMethod::Hold),
+        other => Err(format!("expected \"bounce\" or \"hold\", found {other:?}")),
     }
 }
 

@@ -538,3 +538,71 @@ fn load_names_the_file() {
         "{shown}"
     );
 }
+
+#[test]
+fn policy_section_is_read_and_checked() {
+    let l = ok(r#"
+[domains]
+internal = ["example.com"]
+[routing]
+inbound_relay = "127.0.0.1:2526"
+[tls.policy]
+"bank.example" = "required"
+[policy]
+subject_keywords = ["[geheim]"]
+honour_sensitivity = false
+confidential_domains = ["Partner.Example"]
+confidential_recipients = ["Boss@Partner.example"]
+encrypt_when_key_known = false
+verified_tls_enough = ["bank.example"]
+gina_sender_domains = ["example.com"]
+confidential_without_method = "hold"
+"#);
+    let p = &l.config.policy;
+    assert_eq!(p.rules.subject_keywords, ["[geheim]"]);
+    assert!(!p.rules.honour_sensitivity);
+    assert!(p.rules.honour_siegel_header);
+    assert_eq!(p.rules.confidential_domains, ["partner.example"]);
+    assert_eq!(
+        p.rules.confidential_recipients[0].domain(),
+        "partner.example"
+    );
+    assert!(!p.encrypt_when_key_known);
+    assert!(p.verified_tls_enough_for("bank.example"));
+    assert!(!p.verified_tls_enough_for("other.example"));
+    assert!(p.gina_enabled_for("example.com", &[]));
+    assert!(!p.gina_enabled_for("other.example", &[]));
+    assert_eq!(p.confidential_without_method, NoMethod::Hold);
+    // Default: GINA for every internal domain.
+    let d = Config::defaults().policy;
+    assert!(d.gina_enabled_for("example.com", &["example.com".to_owned()]));
+    assert!(!d.gina_enabled_for("example.com", &[]));
+}
+
+#[test]
+fn policy_problems_name_their_key() {
+    let e = Config::from_toml_str(
+        r#"
+[policy]
+subject_keywords = ["", " x"]
+purview_labels = ["not-a-guid"]
+verified_tls_enough = ["partner.example"]
+confidential_without_method = "drop"
+confidential_recipients = ["no address"]
+"#,
+        "p.toml",
+    )
+    .err()
+    .unwrap_or_else(|| panic!("accepted"))
+    .to_string();
+    for want in [
+        "key `policy.subject_keywords[0]`: a keyword must not be empty",
+        "key `policy.subject_keywords[1]`",
+        "key `policy.purview_labels[0]`",
+        "key `policy.verified_tls_enough[0]`: \"partner.example\" needs `tls.policy.\"partner.example\" = \"required\"`",
+        "key `policy.confidential_without_method`: expected \"bounce\" or \"hold\"",
+        "key `policy.confidential_recipients[0]`: not a mail address",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in\n{e}");
+    }
+}

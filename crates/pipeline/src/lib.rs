@@ -11,19 +11,38 @@
 //! [`Pipeline::process`] takes one committed (`Received`) spool entry through
 //! the stages and stores the outcome; [`run`] is the worker that does this
 //! for every new mail and, after a crash, for every mail left `Received`.
+//!
+//! Stages that must change the content itself (the policy's subject keyword
+//! and steering headers, spoofed `X-Siegel-*` headers) only record the edit
+//! in [`PolicyState`]; `process` then writes the edited mail as new spool
+//! entries (one per outgoing copy) and removes the original once all of
+//! them are committed.
 
+pub mod policy;
 pub mod stages;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use siegel_policy::{Classification, Decision, Split};
 use siegel_spool::{EntryState, RcptState, Spool, SpoolError, Stage as EntryStage};
-use siegel_types::{Direction, Envelope, QueueId};
-use tokio::io::AsyncReadExt;
+use siegel_types::{Address, Direction, Envelope, QueueId};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Semaphore;
 
-pub use stages::ReceivedHeader;
+pub use policy::{PolicyEnv, PolicySettings, RecipientKeys};
+/// The policy core, re-exported so the binary builds a [`PolicyEnv`] and
+/// reads decisions without a dependency of its own.
+pub use siegel_policy;
+pub use stages::{Classify, Decide, ReceivedHeader, SplitCopies, StripSiegelHeaders};
+
+/// The tracing target of the one summary line per mail.
+pub const POLICY_LOG: &str = "siegel::policy";
+
+/// Note of an original whose copies are being written: a crash then leaves
+/// it `Received` with this note, and the retry skips copies already made.
+const SPLITTING: &str = "policy: writing copies";
 
 /// At most this much of the content is read as the header section: headers
 /// larger than this are abuse, and stages must not make us read 100 MB.
@@ -67,6 +86,26 @@ pub struct MessageCtx<'a> {
     pub hostname: &'a str,
     /// Unix seconds; injected so that tests pin the clock.
     pub now: u64,
+    /// Per envelope recipient (same order), what the key store knows;
+    /// loaded before the stages run because the lookup is async. Empty
+    /// when there is no key store or the mail is inbound.
+    pub keys: &'a [RecipientKeys],
+    /// What the policy stages found and decided (written by them, acted on
+    /// by `process`).
+    pub policy: &'a mut PolicyState,
+}
+
+/// What the policy stages leave for `process` to carry out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyState {
+    /// Outbound classification (subject keyword, steering headers).
+    pub classification: Option<Classification>,
+    /// Further headers to remove from the content (inbound `X-Siegel-*`).
+    pub strip_headers: Vec<String>,
+    /// One per envelope recipient, in order.
+    pub decisions: Vec<Decision>,
+    /// The outgoing copies; `None` for inbound mail (one copy, all recipients).
+    pub split: Option<Split>,
 }
 
 /// A stage's answer.
@@ -99,25 +138,61 @@ pub trait Stage: Send + Sync {
 pub struct Pipeline {
     hostname: String,
     stages: Vec<Box<dyn Stage>>,
+    env: Arc<PolicyEnv>,
 }
 
 impl Pipeline {
+    /// A pipeline with these stages and no key store or tracking.
     pub fn new(hostname: String, stages: Vec<Box<dyn Stage>>) -> Self {
-        Self { hostname, stages }
+        Self::with_env(hostname, stages, Arc::new(PolicyEnv::default()))
     }
 
-    /// The production pipeline.
-    ///
-    /// Today only the trace header. The planned order (DESIGN.md, practice
-    /// 4: verify before anything rewrites, disclaimer before signing, DKIM last):
-    /// - inbound:  received → filter → decrypt → verify → harvest → stamp
-    /// - outbound: received → filter → classify → lft → disclaimer → sign →
-    ///   decide per recipient → encrypt/GINA → dkim
+    /// A pipeline with these stages, whose processing loads keys from and
+    /// records decisions to `env`.
+    pub fn with_env(hostname: String, stages: Vec<Box<dyn Stage>>, env: Arc<PolicyEnv>) -> Self {
+        Self {
+            hostname,
+            stages,
+            env,
+        }
+    }
+
+    /// The production pipeline with the default policy and no key store
+    /// (every recipient without keys); see [`Pipeline::standard_with`].
     pub fn standard(hostname: String) -> Self {
-        Self::new(hostname, vec![Box::new(ReceivedHeader)])
+        Self::standard_with(hostname, Arc::new(PolicyEnv::default()))
     }
 
-    /// The names of the stages that run for direction `d`, in order.
+    /// The production pipeline. The stage list is data, per direction:
+    ///
+    /// - inbound:  received → strip-x-siegel. Planned next (issues 5/7;
+    ///   DESIGN.md practice 4, verify before anything rewrites):
+    ///   → filter (AV/AS) → decrypt → verify → harvest → stamp. Those stages
+    ///   are not added before they really decrypt and verify.
+    /// - outbound: received → classify → decide → split. Planned in between:
+    ///   filter → classify → lft → disclaimer → sign → decide → split →
+    ///   encrypt/GINA (per copy) → dkim.
+    pub fn standard_with(hostname: String, env: Arc<PolicyEnv>) -> Self {
+        let stages: Vec<Box<dyn Stage>> = vec![
+            Box::new(ReceivedHeader),
+            Box::new(StripSiegelHeaders),
+            Box::new(Classify(Arc::clone(&env))),
+            Box::new(Decide(Arc::clone(&env))),
+            Box::new(SplitCopies),
+        ];
+        Self::with_env(hostname, stages, env)
+    }
+
+    /// The gateway name (also the tracking node name).
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// The names of the stages that run for direction `d`, in order. For
+    /// [`Pipeline::standard`] this is today `received, strip-x-siegel`
+    /// inbound and `received, classify, decide, split` outbound; the stages
+    /// still to come, and where they go, are listed on
+    /// [`Pipeline::standard_with`].
     pub fn stage_names(&self, d: Direction) -> Vec<&'static str> {
         self.stages
             .iter()
@@ -136,6 +211,26 @@ impl Pipeline {
         header_block: &[u8],
         now: u64,
     ) -> Verdict {
+        self.apply_with(
+            envelope,
+            state,
+            header_block,
+            &[],
+            &mut PolicyState::default(),
+            now,
+        )
+    }
+
+    /// [`Pipeline::apply`] with the recipients' keys and the policy state.
+    pub fn apply_with(
+        &self,
+        envelope: &Envelope,
+        state: &mut EntryState,
+        header_block: &[u8],
+        keys: &[RecipientKeys],
+        policy: &mut PolicyState,
+        now: u64,
+    ) -> Verdict {
         let mut overall = Verdict::Continue;
         for stage in self
             .stages
@@ -148,6 +243,8 @@ impl Pipeline {
                 header_block,
                 hostname: &self.hostname,
                 now,
+                keys,
+                policy: &mut *policy,
             };
             match stage.run(&mut ctx) {
                 Verdict::Continue => {}
@@ -162,10 +259,12 @@ impl Pipeline {
     }
 
     /// Takes one `Received` entry through the stages and stores the outcome:
-    /// Continue/Modified → Ready (and the scheduler is told); Hold → Held with
-    /// the note; Reject → every recipient Failed (DSN not yet sent), then
-    /// Ready so the scheduler sends the DSN; TempFail → nothing stored, the
-    /// entry stays Received.
+    /// Continue/Modified → the policy's copies (see [`Pipeline::commit_copies`]),
+    /// or simply Ready when the mail stays one unchanged copy; Hold → Held
+    /// with the note; Reject → every recipient Failed (DSN not yet sent),
+    /// then Ready so the scheduler sends the DSN; TempFail → nothing stored,
+    /// the entry stays Received. A key store that cannot answer is a
+    /// TempFail: deciding without the facts could downgrade protection.
     pub async fn process(
         &self,
         spool: &Spool,
@@ -180,10 +279,36 @@ impl Pipeline {
             });
         }
         let header_block = read_header_block(spool, id).await?;
+        let keys = match (&self.env.directory, entry.envelope.direction) {
+            (Some(dir), Direction::Outbound) => {
+                let rcpts: Vec<Address> = entry
+                    .envelope
+                    .recipients
+                    .iter()
+                    .map(|r| r.address.clone())
+                    .collect();
+                match policy::load_keys(dir.as_ref(), &rcpts, now).await {
+                    Ok(k) => k,
+                    Err(e) => return Ok(Verdict::TempFail(e.to_string())),
+                }
+            }
+            _ => Vec::new(),
+        };
         let mut state = entry.state;
-        let verdict = self.apply(&entry.envelope, &mut state, &header_block, now);
+        let mut pstate = PolicyState::default();
+        let verdict = self.apply_with(
+            &entry.envelope,
+            &mut state,
+            &header_block,
+            &keys,
+            &mut pstate,
+            now,
+        );
         match &verdict {
-            Verdict::Continue | Verdict::Modified => spool.mark_ready(id, state).await?,
+            Verdict::Continue | Verdict::Modified => {
+                self.commit_copies(spool, &entry.envelope, state, &header_block, pstate, now)
+                    .await?;
+            }
             Verdict::Hold(note) => {
                 state.stage = EntryStage::Held;
                 state.note = Some(note.clone());
@@ -205,6 +330,328 @@ impl Pipeline {
         }
         Ok(verdict)
     }
+}
+
+/// One outgoing copy planned from the split: recipients (indexes into the
+/// envelope) and what happens to them.
+#[derive(Debug, Clone, PartialEq)]
+struct Copy {
+    rcpts: Vec<usize>,
+    kind: CopyKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum CopyKind {
+    /// Deliver (the label names the method, for the entry's note).
+    Send(String),
+    /// Bounce each recipient with its reason (same order as `rcpts`).
+    Refuse(Vec<String>),
+    /// Keep the copy held with this note.
+    Hold(String),
+}
+
+/// Maps the split (which names addresses) onto envelope indexes. A
+/// recipient the split did not place is held, never dropped or sent.
+fn plan(envelope: &Envelope, split: Option<&Split>) -> Vec<Copy> {
+    let all: Vec<usize> = (0..envelope.recipients.len()).collect();
+    let Some(split) = split else {
+        return vec![Copy {
+            rcpts: all,
+            kind: CopyKind::Send("unchanged".to_owned()),
+        }];
+    };
+    let mut free: Vec<Option<&Address>> = envelope
+        .recipients
+        .iter()
+        .map(|r| Some(&r.address))
+        .collect();
+    let mut take = |a: &Address| -> Option<usize> {
+        let i = free.iter().position(|f| f.is_some_and(|x| x == a))?;
+        free[i] = None;
+        Some(i)
+    };
+    let mut copies = Vec::new();
+    for g in &split.groups {
+        let rcpts: Vec<usize> = g.recipients.iter().filter_map(&mut take).collect();
+        if !rcpts.is_empty() {
+            let mut label = g.method.to_string();
+            if let Some(fp) = &g.fingerprint {
+                label.push_str(&format!(" ({fp})"));
+            }
+            if g.requires_verified_tls {
+                label.push_str(", verified TLS required");
+            }
+            copies.push(Copy {
+                rcpts,
+                kind: CopyKind::Send(label),
+            });
+        }
+    }
+    let mut refused = (Vec::new(), Vec::new());
+    for d in &split.refused {
+        if let Some(i) = take(&d.recipient) {
+            refused.0.push(i);
+            refused
+                .1
+                .push(policy::refusal_text(d).unwrap_or_else(|| d.why.clone()));
+        }
+    }
+    if !refused.0.is_empty() {
+        copies.push(Copy {
+            rcpts: refused.0,
+            kind: CopyKind::Refuse(refused.1),
+        });
+    }
+    let mut held = (Vec::new(), Vec::new());
+    for d in &split.held {
+        if let Some(i) = take(&d.recipient) {
+            held.0.push(i);
+            held.1.push(format!("{}: {}", d.recipient, d.why));
+        }
+    }
+    let unplaced: Vec<usize> = free
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    for i in unplaced {
+        held.0.push(i);
+        held.1.push(format!(
+            "{}: no decision was made for this recipient",
+            envelope.recipients[i].address
+        ));
+    }
+    if !held.0.is_empty() {
+        copies.push(Copy {
+            rcpts: held.0,
+            kind: CopyKind::Hold(format!("policy: held: {}", held.1.join("; "))),
+        });
+    }
+    copies
+}
+
+/// Applies a copy's fate to the per-recipient states of its entry.
+fn apply_kind(state: &mut EntryState, kind: &CopyKind, now: u64) {
+    match kind {
+        // A stage's note stays; a derived copy gets its label in `commit_copies`.
+        CopyKind::Send(_) => state.stage = EntryStage::Ready,
+        CopyKind::Refuse(reasons) => {
+            state.stage = EntryStage::Ready;
+            for (r, reason) in state.recipients.iter_mut().zip(reasons) {
+                *r = RcptState::Failed {
+                    at: now,
+                    reason: reason.clone(),
+                    reply: None,
+                    dsn_queued: false,
+                };
+            }
+            state.note = Some("policy: refused".to_owned());
+        }
+        CopyKind::Hold(note) => {
+            state.stage = EntryStage::Held;
+            state.note = Some(note.clone());
+        }
+    }
+}
+
+impl Pipeline {
+    /// Carries out what the stages decided for an entry they passed.
+    ///
+    /// When the mail stays one copy with unchanged content, the entry itself
+    /// is updated: Ready; or Ready with the refused recipients Failed (the
+    /// scheduler sends the DSN); or Held. Otherwise, in this order, for
+    /// crash safety:
+    /// 1. the original's state is saved with the note `SPLITTING` (it stays
+    ///    `Received`);
+    /// 2. each copy is committed with [`Spool::derive`]: the edited header
+    ///    section, then the body streamed from the original's content file;
+    ///    a Ready copy goes to the scheduler at once;
+    /// 3. only when every copy is durable, the original is removed.
+    ///
+    /// A crash before step 3 leaves the original `Received`; the worker runs
+    /// it again and, seeing the note, does not make again a copy that exists
+    /// (same recipients, same parent). A copy already delivered and removed
+    /// before the crash is made again: a duplicate, never a loss.
+    async fn commit_copies(
+        &self,
+        spool: &Spool,
+        envelope: &Envelope,
+        mut state: EntryState,
+        header_block: &[u8],
+        p: PolicyState,
+        now: u64,
+    ) -> Result<(), PipelineError> {
+        let id = &envelope.id;
+        let mut edit = p.classification.clone().unwrap_or_default();
+        edit.strip_headers.extend(p.strip_headers.iter().cloned());
+        let new_header = edit.apply(header_block);
+        let changed = new_header != header_block;
+        let copies = plan(envelope, p.split.as_ref());
+        let mut queued: Vec<(Address, QueueId)> = Vec::new();
+        if let (false, [only]) = (changed, copies.as_slice()) {
+            apply_kind(&mut state, &only.kind, now);
+            if state.stage == EntryStage::Ready {
+                spool.mark_ready(id, state).await?;
+            } else {
+                spool.save_state(id, &state).await?;
+            }
+        } else {
+            let resumed = state.note.as_deref() == Some(SPLITTING);
+            state.note = Some(SPLITTING.to_owned());
+            spool.save_state(id, &state).await?;
+            let existing = if resumed {
+                existing_copies(spool, id).await?
+            } else {
+                Vec::new()
+            };
+            for copy in &copies {
+                let rcpts: Vec<_> = copy
+                    .rcpts
+                    .iter()
+                    .filter_map(|&i| envelope.recipients.get(i).cloned())
+                    .collect();
+                let addrs: Vec<Address> = rcpts.iter().map(|r| r.address.clone()).collect();
+                let child = match existing.iter().find(|(a, _)| *a == addrs) {
+                    Some((_, child)) => child.clone(),
+                    None => {
+                        let mut env = envelope.clone();
+                        env.recipients = rcpts;
+                        let mut cs = EntryState::new(env.recipients.len());
+                        cs.prepend = state.prepend.clone();
+                        apply_kind(&mut cs, &copy.kind, now);
+                        if let CopyKind::Send(label) = &copy.kind {
+                            cs.note = Some(format!("policy: {label}"));
+                        }
+                        let content =
+                            edited_content(spool, id, &new_header, header_block.len()).await?;
+                        spool.derive(id, env, content, cs).await?
+                    }
+                };
+                queued.extend(addrs.into_iter().map(|a| (a, child.clone())));
+            }
+            spool.remove(id).await?;
+        }
+        self.track(envelope, &p, &queued, changed, now).await;
+        Ok(())
+    }
+
+    /// Stores every decision (and which copy carries each recipient) and
+    /// writes the one log line of the mail. Tracking that fails is logged,
+    /// not retried: the mail itself is already safely on its way.
+    async fn track(
+        &self,
+        envelope: &Envelope,
+        p: &PolicyState,
+        queued: &[(Address, QueueId)],
+        changed: bool,
+        now: u64,
+    ) {
+        let message_id = envelope.message_id.as_deref().unwrap_or("-");
+        if p.decisions.is_empty() {
+            if !p.strip_headers.is_empty() {
+                tracing::info!(
+                    target: POLICY_LOG, queue_id = %envelope.id, message_id,
+                    removed = %p.strip_headers.join(", "),
+                    "removed incoming Siegel headers (not trusted from outside)"
+                );
+            }
+            return;
+        }
+        let mut events: Vec<_> = p
+            .decisions
+            .iter()
+            .map(|d| policy::decision_event(envelope, d, now, &self.hostname))
+            .collect();
+        events.extend(
+            queued
+                .iter()
+                .map(|(a, c)| policy::queued_event(envelope, a, c, now, &self.hostname)),
+        );
+        if let Some(tracker) = &self.env.tracker {
+            for e in events {
+                if let Err(error) = tracker.record(e).await {
+                    tracing::error!(target: POLICY_LOG, queue_id = %envelope.id, %error, "cannot record the decision for tracking");
+                }
+            }
+        }
+        let confidential = p
+            .classification
+            .as_ref()
+            .is_some_and(|c| !c.reasons.is_empty());
+        let why = p
+            .classification
+            .as_ref()
+            .map(|c| {
+                c.reasons
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let decisions = p
+            .decisions
+            .iter()
+            .map(Decision::summary)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let copies = queued
+            .iter()
+            .map(|(_, c)| c)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        tracing::info!(
+            target: POLICY_LOG, queue_id = %envelope.id, message_id, sender = %envelope.mail_from,
+            confidential, classified_by = %why, rewritten = changed, copies, decisions = %decisions,
+            "policy decision"
+        );
+    }
+}
+
+/// Copies of `parent` already in the spool (an interrupted split), with
+/// their recipients.
+async fn existing_copies(
+    spool: &Spool,
+    parent: &QueueId,
+) -> Result<Vec<(Vec<Address>, QueueId)>, PipelineError> {
+    let s = spool.clone();
+    let entries = tokio::task::spawn_blocking(move || s.list())
+        .await
+        .map_err(|e| SpoolError::Task(e.to_string()))??;
+    Ok(entries
+        .into_iter()
+        .filter(|e| e.state.parent.as_ref() == Some(parent))
+        .map(|e| {
+            (
+                e.envelope
+                    .recipients
+                    .iter()
+                    .map(|r| r.address.clone())
+                    .collect(),
+                e.envelope.id,
+            )
+        })
+        .collect())
+}
+
+/// The edited mail as a stream: the new header section, then the original
+/// from the end of its old header section on (the body is never loaded).
+async fn edited_content(
+    spool: &Spool,
+    id: &QueueId,
+    new_header: &[u8],
+    old_header_len: usize,
+) -> Result<impl tokio::io::AsyncRead + Unpin + use<>, PipelineError> {
+    let (mut file, len) = spool.open_content(id).await?;
+    let start = (old_header_len as u64).min(len);
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|source| PipelineError::Read {
+            id: id.clone(),
+            source,
+        })?;
+    Ok(std::io::Cursor::new(new_header.to_vec()).chain(file.take(len - start)))
 }
 
 /// The header section of the stored content: up to and including the CRLF
@@ -330,5 +777,7 @@ async fn start(pipeline: &Arc<Pipeline>, spool: &Spool, limit: &Arc<Semaphore>, 
     });
 }
 
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod tests;

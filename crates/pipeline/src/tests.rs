@@ -110,9 +110,14 @@ fn stage_order_is_data_and_visible() {
     let mut state = EntryState::new(1);
     assert_eq!(p.apply(&env, &mut state, b"", NOW), Verdict::Continue);
     assert_eq!(*log.lock().unwrap(), ["first", "second"]);
+    let standard = Pipeline::standard("mx".into());
     assert_eq!(
-        Pipeline::standard("mx".into()).stage_names(Direction::Outbound),
-        ["received"]
+        standard.stage_names(Direction::Outbound),
+        ["received", "classify", "decide", "split"]
+    );
+    assert_eq!(
+        standard.stage_names(Direction::Inbound),
+        ["received", "strip-x-siegel"]
     );
 }
 

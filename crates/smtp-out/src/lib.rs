@@ -277,7 +277,61 @@ pub fn describe_routing(settings: &Settings) -> String {
 /// cannot be set up: call [`validate`] before start-up output to refuse to
 /// start instead.
 pub async fn run(settings: Arc<Settings>, spool: Spool, counters: Arc<Counters>) {
-    scheduler::run(settings, spool, counters).await
+    scheduler::run(settings, spool, counters, None).await
+}
+
+/// [`run`], and every per-recipient result of a delivery attempt is also
+/// sent on `events`, so message tracking can record it without smtp-out
+/// knowing about the store or the pipeline. A closed channel is ignored.
+pub async fn run_with_events(
+    settings: Arc<Settings>,
+    spool: Spool,
+    counters: Arc<Counters>,
+    events: Option<tokio::sync::mpsc::UnboundedSender<DeliveryEvent>>,
+) {
+    scheduler::run(settings, spool, counters, events).await
+}
+
+/// The result of one delivery attempt for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryEvent {
+    pub queue_id: siegel_types::QueueId,
+    pub message_id: Option<String>,
+    pub recipient: siegel_types::Address,
+    /// `"delivered"`, `"deferred"` or `"bounced"`, the words of the log.
+    pub result: &'static str,
+    /// The next hop's reply or the reason.
+    pub detail: String,
+}
+
+impl DeliveryEvent {
+    pub(crate) fn new(
+        envelope: &siegel_types::Envelope,
+        recipient: &siegel_types::Address,
+        outcome: &scheduler::Outcome,
+    ) -> Self {
+        let (result, detail) = match outcome {
+            scheduler::Outcome::Delivered { host, reply } => {
+                ("delivered", format!("{host}: {reply}"))
+            }
+            scheduler::Outcome::Deferred { reason } => ("deferred", reason.clone()),
+            scheduler::Outcome::Failed {
+                reason,
+                reply: Some(reply),
+            } => ("bounced", format!("{reason}: {reply}")),
+            scheduler::Outcome::Failed {
+                reason,
+                reply: None,
+            } => ("bounced", reason.clone()),
+        };
+        Self {
+            queue_id: envelope.id.clone(),
+            message_id: envelope.message_id.clone(),
+            recipient: recipient.clone(),
+            result,
+            detail,
+        }
+    }
 }
 
 #[cfg(test)]

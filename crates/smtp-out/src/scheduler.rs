@@ -58,6 +58,8 @@ struct Ctx {
     connector: Connector,
     dns: Dns,
     pool: Pool,
+    /// Per-recipient results for message tracking (see [`crate::run_with_events`]).
+    events: Option<mpsc::UnboundedSender<crate::DeliveryEvent>>,
 }
 
 impl Ctx {
@@ -93,7 +95,12 @@ struct Flags {
     delete: bool,
 }
 
-pub(crate) async fn run(settings: Arc<Settings>, spool: Spool, counters: Arc<Counters>) {
+pub(crate) async fn run(
+    settings: Arc<Settings>,
+    spool: Spool,
+    counters: Arc<Counters>,
+    events: Option<mpsc::UnboundedSender<crate::DeliveryEvent>>,
+) {
     let built = Ctx::connector(&settings)
         .map_err(SetupError::from)
         .and_then(|c| Ok((c, Dns::new(&settings.nameservers)?)));
@@ -111,6 +118,7 @@ pub(crate) async fn run(settings: Arc<Settings>, spool: Spool, counters: Arc<Cou
         connector,
         dns,
         pool: Pool::default(),
+        events,
     });
     let mut ready = ctx.spool.take_ready();
     let mut control = ctx.spool.take_control();
@@ -270,7 +278,7 @@ fn spawn_delivery(
 
 /// Result of one recipient in one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Delivered {
         host: String,
         reply: SmtpReply,
@@ -367,6 +375,14 @@ async fn deliver(ctx: Arc<Ctx>, id: QueueId, force: bool) -> Next {
         };
         for (i, next_hop, outcome) in outcomes {
             log_outcome(&entry, &entry.envelope.recipients[i], &next_hop, &outcome);
+            if let Some(events) = &ctx.events {
+                // The tracking side may be gone at shutdown; delivery goes on.
+                let _ = events.send(crate::DeliveryEvent::new(
+                    &entry.envelope,
+                    &entry.envelope.recipients[i].address,
+                    &outcome,
+                ));
+            }
             state.recipients[i] = match outcome {
                 Outcome::Delivered { host, reply } => {
                     Counters::inc(&ctx.counters.delivered);

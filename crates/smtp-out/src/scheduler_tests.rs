@@ -42,7 +42,12 @@ impl Harness {
         // As the gateway does: admin requests then arrive as control files.
         spool.claim().unwrap();
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(Arc::new(settings), spool.clone(), counters.clone()));
+        tokio::spawn(run(
+            Arc::new(settings),
+            spool.clone(),
+            counters.clone(),
+            None,
+        ));
         Self {
             spool,
             counters,
@@ -358,4 +363,44 @@ async fn admin_retry_delivers_now_and_delete_drops() {
         "the deleted mail was not delivered"
     );
     assert_eq!(h.count(&h.counters.bounced), 0, "and not bounced either");
+}
+
+#[tokio::test]
+async fn delivery_results_are_sent_as_events() {
+    let mut script = Script::default();
+    script
+        .rcpt
+        .insert("nobody@remote.test".into(), "550 5.1.1 no such user".into());
+    let sink = Responder::start(script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(crate::run_with_events(
+        Arc::new(settings(&sink, &sink)),
+        spool.clone(),
+        Arc::new(Counters::default()),
+        Some(tx),
+    ));
+    let mut env = envelope("alice@gw.test", &["bob@remote.test", "nobody@remote.test"]);
+    env.received_at = unix_now();
+    env.message_id = Some("<m1@gw.test>".into());
+    let id = spool.inject(env, MAIL).await.unwrap();
+    let state = spool.load(&id).unwrap().state;
+    spool.mark_ready(&id, state).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.queue_id, id);
+        assert_eq!(e.message_id.as_deref(), Some("<m1@gw.test>"));
+        got.push((e.recipient.to_string(), e.result, e.detail));
+    }
+    got.sort();
+    assert_eq!(got[0].0, "bob@remote.test");
+    assert_eq!(got[0].1, "delivered");
+    assert_eq!(got[1].0, "nobody@remote.test");
+    assert_eq!(got[1].1, "bounced");
+    assert!(got[1].2.contains("550 5.1.1"), "{:?}", got[1]);
 }

@@ -102,7 +102,21 @@ impl Incoming {
     /// `received_at` of 0 is set to now. The initial state (Received, every
     /// recipient Pending) is implied by the absence of a state file, which
     /// saves a second file and fsync per mail.
-    pub async fn commit(mut self, mut envelope: Envelope) -> Result<QueueId, SpoolError> {
+    pub async fn commit(self, envelope: Envelope) -> Result<QueueId, SpoolError> {
+        self.commit_inner(envelope, true).await
+    }
+
+    /// Commits without telling the pipeline: for [`Spool::derive`], whose
+    /// entries are past the pipeline already.
+    pub(crate) async fn commit_quietly(self, envelope: Envelope) -> Result<QueueId, SpoolError> {
+        self.commit_inner(envelope, false).await
+    }
+
+    async fn commit_inner(
+        mut self,
+        mut envelope: Envelope,
+        announce: bool,
+    ) -> Result<QueueId, SpoolError> {
         envelope.id = self.id.clone();
         envelope.size = self.size;
         if envelope.received_at == 0 {
@@ -145,7 +159,9 @@ impl Incoming {
             return Err(e);
         }
         self.spool.entry_added();
-        let _ = self.spool.inner.received_tx.send(self.id.clone());
+        if announce {
+            let _ = self.spool.inner.received_tx.send(self.id.clone());
+        }
         Ok(self.id.clone())
     }
 

@@ -96,6 +96,10 @@ pub struct EntryState {
     /// Why held / last pipeline message.
     #[serde(default)]
     pub note: Option<String>,
+    /// The entry this one was derived from ([`Spool::derive`]: a rewritten
+    /// or split copy), for tracking and for finishing an interrupted split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<QueueId>,
 }
 
 impl EntryState {
@@ -108,6 +112,7 @@ impl EntryState {
             attempts: 0,
             next_attempt: 0,
             note: None,
+            parent: None,
         }
     }
 }
@@ -405,6 +410,55 @@ impl Spool {
         incoming.commit(envelope).await
     }
 
+    /// Commits a mail derived from `parent` (a copy with an edited header,
+    /// or one copy of a split) directly in `state` (normally Ready), with
+    /// the parent noted in `state.parent`. The content is streamed from
+    /// `content` in pieces, never held whole in memory.
+    ///
+    /// Order, for crash safety: the state file is written and synced first,
+    /// then the data file is committed like a received mail. A crash in
+    /// between leaves an orphan state file that `open` drops; after the
+    /// commit the entry is complete with its state, so the pipeline never
+    /// sees it as `Received` (it is not announced on the received channel).
+    /// A Ready entry is announced to the scheduler. The caller removes the
+    /// parent only after every copy is derived.
+    pub async fn derive(
+        &self,
+        parent: &QueueId,
+        envelope: Envelope,
+        mut content: impl tokio::io::AsyncRead + Unpin,
+        mut state: EntryState,
+    ) -> Result<QueueId, SpoolError> {
+        use tokio::io::AsyncReadExt;
+        let mut incoming = self.begin().await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = content
+                .read(&mut buf)
+                .await
+                .map_err(|source| SpoolError::Io {
+                    path: self.data_path(parent),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            incoming.write(&buf[..n]).await?;
+        }
+        state.parent = Some(parent.clone());
+        // One state per recipient, as `load` requires; missing ones are Pending.
+        state
+            .recipients
+            .resize(envelope.recipients.len(), RcptState::Pending);
+        let id = incoming.id().clone();
+        self.write_state_file(&id, &state).await?;
+        let id = incoming.commit_quietly(envelope).await?;
+        if state.stage == Stage::Ready {
+            let _ = self.inner.ready_tx.send(id.clone());
+        }
+        Ok(id)
+    }
+
     /// All committed entries, oldest first. Damaged ones are moved to
     /// `corrupt/`, logged and skipped, so one bad file cannot stop the queue.
     pub fn list(&self) -> Result<Vec<Entry>, SpoolError> {
@@ -513,6 +567,12 @@ impl Spool {
         if !self.data_path(id).exists() {
             return Err(SpoolError::NotFound(id.clone()));
         }
+        self.write_state_file(id, state).await
+    }
+
+    /// Writes the state file durably, whether or not the data file exists
+    /// yet ([`Spool::derive`] writes it first).
+    async fn write_state_file(&self, id: &QueueId, state: &EntryState) -> Result<(), SpoolError> {
         let json = serde_json::to_vec(state).map_err(|source| SpoolError::Encode {
             what: "entry state",
             source,

@@ -295,6 +295,7 @@ async fn state_save_load_and_ready_channel() {
         attempts: 3,
         next_attempt: 99,
         note: Some("held for review".into()),
+        parent: None,
     };
     spool.save_state(&id, &state).await.unwrap();
     assert_eq!(
@@ -410,4 +411,43 @@ async fn cli_opening_a_served_spool_leaves_mails_in_progress_alone() {
     assert_eq!(files_in(&dir.path().join("incoming")).len(), 1);
     let id = inc.commit(envelope(&["a@example.com"])).await.unwrap();
     assert_eq!(cli.load(&id).unwrap().envelope.size, 200 * 1024);
+}
+
+#[tokio::test]
+async fn derive_commits_a_ready_copy_with_its_parent_and_skips_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut received = spool.take_received().unwrap();
+    let mut ready = spool.take_ready().unwrap();
+    let parent = commit(&spool, b"Subject: x\r\n\r\nbody\r\n").await;
+    assert_eq!(received.recv().await, Some(parent.clone()));
+    // Bigger than one read buffer, so streaming in pieces is exercised.
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut state = EntryState::new(0);
+    state.stage = Stage::Ready;
+    state.prepend = "Received: by x\r\n".into();
+    let child = spool
+        .derive(&parent, envelope(&["a@example.com"]), &big[..], state)
+        .await
+        .unwrap();
+    assert_ne!(child, parent);
+    assert_eq!(ready.recv().await, Some(child.clone()));
+    assert!(received.try_recv().is_err(), "a derived copy is not re-run");
+    let entry = Spool::open(dir.path()).unwrap().load(&child).unwrap();
+    assert_eq!(entry.state.stage, Stage::Ready);
+    assert_eq!(entry.state.parent, Some(parent.clone()));
+    assert_eq!(entry.state.recipients, vec![RcptState::Pending]);
+    assert_eq!(entry.state.prepend, "Received: by x\r\n");
+    assert_eq!(entry.envelope.size, big.len() as u64);
+    assert_eq!(content_of(&spool, &child).await, big);
+    assert_eq!(spool.len(), 2);
+    // A held copy is not handed to the scheduler.
+    let mut held = EntryState::new(1);
+    held.stage = Stage::Held;
+    let h = spool
+        .derive(&parent, envelope(&["b@example.com"]), &b"x"[..], held)
+        .await
+        .unwrap();
+    assert_eq!(spool.load(&h).unwrap().state.stage, Stage::Held);
+    assert!(ready.try_recv().is_err());
 }

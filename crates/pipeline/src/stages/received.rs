@@ -323,6 +323,8 @@ mod tests {
                 header_block: b"",
                 hostname: "mx.siegel.test",
                 now,
+                keys: &[],
+                policy: &mut crate::PolicyState::default(),
             };
             ReceivedHeader.run(&mut ctx)
         };
