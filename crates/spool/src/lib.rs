@@ -186,6 +186,15 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Whether a state write must be on disk before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// File and directory fsync'ed (group-committed) before returning.
+    Synced,
+    /// Written and renamed, left to the kernel to flush.
+    Lazy,
+}
+
 /// Runs blocking file work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -451,7 +460,8 @@ impl Spool {
             .recipients
             .resize(envelope.recipients.len(), RcptState::Pending);
         let id = incoming.id().clone();
-        self.write_state_file(&id, &state).await?;
+        self.write_state_file(&id, &state, Durability::Synced)
+            .await?;
         let id = incoming.commit_quietly(envelope).await?;
         if state.stage == Stage::Ready {
             let _ = self.inner.ready_tx.send(id.clone());
@@ -567,12 +577,18 @@ impl Spool {
         if !self.data_path(id).exists() {
             return Err(SpoolError::NotFound(id.clone()));
         }
-        self.write_state_file(id, state).await
+        self.write_state_file(id, state, Durability::Synced).await
     }
 
-    /// Writes the state file durably, whether or not the data file exists
-    /// yet ([`Spool::derive`] writes it first).
-    async fn write_state_file(&self, id: &QueueId, state: &EntryState) -> Result<(), SpoolError> {
+    /// Writes the state file, whether or not the data file exists yet
+    /// ([`Spool::derive`] writes it first). `Durability::Lazy` skips both
+    /// fsyncs: only for states whose loss is harmless (see [`Spool::mark_ready`]).
+    async fn write_state_file(
+        &self,
+        id: &QueueId,
+        state: &EntryState,
+        durability: Durability,
+    ) -> Result<(), SpoolError> {
         let json = serde_json::to_vec(state).map_err(|source| SpoolError::Encode {
             what: "entry state",
             source,
@@ -591,18 +607,33 @@ impl Spool {
                 .open(&tmp)
                 .map_err(io)?;
             f.write_all(&json).map_err(io)?;
-            f.sync_data().map_err(io)?;
+            if durability == Durability::Synced {
+                f.sync_data().map_err(io)?;
+            }
             drop(f);
             std::fs::rename(&tmp, &target).map_err(io)
         })
         .await??;
-        self.inner.syncer.sync(&self.inner.state).await
+        match durability {
+            Durability::Synced => self.inner.syncer.sync(&self.inner.state).await,
+            Durability::Lazy => Ok(()),
+        }
     }
 
     /// Saves `state` with stage Ready, then tells the scheduler.
+    ///
+    /// Not fsync'ed: the pipeline's result can always be recomputed. If a
+    /// crash loses (or tears) this state file, the entry is found at its
+    /// initial state (`Received`, or `corrupt/` for a torn file, which falls
+    /// back to the initial state) and the pipeline runs again; the content
+    /// itself was made durable by the commit. This saves one file and one
+    /// directory fsync per mail on the hot path (see queue-durability.md).
     pub async fn mark_ready(&self, id: &QueueId, mut state: EntryState) -> Result<(), SpoolError> {
         state.stage = Stage::Ready;
-        self.save_state(id, &state).await?;
+        if !self.data_path(id).exists() {
+            return Err(SpoolError::NotFound(id.clone()));
+        }
+        self.write_state_file(id, &state, Durability::Lazy).await?;
         let _ = self.inner.ready_tx.send(id.clone());
         Ok(())
     }

@@ -451,3 +451,34 @@ async fn derive_commits_a_ready_copy_with_its_parent_and_skips_the_pipeline() {
     assert_eq!(spool.load(&h).unwrap().state.stage, Stage::Held);
     assert!(ready.try_recv().is_err());
 }
+
+/// `mark_ready` is not fsync'ed: a crash may lose or tear its state file.
+/// Either way the entry must come back at its initial state, so the
+/// pipeline runs again, and never as lost or half-ready mail.
+#[tokio::test]
+async fn lost_or_torn_ready_state_brings_the_entry_back_to_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let lost = commit(&spool, b"lost").await;
+    let torn = commit(&spool, b"torn").await;
+    for id in [&lost, &torn] {
+        let mut state = EntryState::new(2);
+        state.prepend = "Received: by x\r\n".into();
+        spool.mark_ready(id, state).await.unwrap();
+        assert_eq!(spool.load(id).unwrap().state.stage, Stage::Ready);
+    }
+    std::fs::remove_file(dir.path().join("state").join(format!("{lost}.json"))).unwrap();
+    std::fs::write(
+        dir.path().join("state").join(format!("{torn}.json")),
+        b"{\"stage\":\"Rea",
+    )
+    .unwrap();
+
+    let reopened = Spool::open(dir.path()).unwrap();
+    for id in [&lost, &torn] {
+        let entry = reopened.load(id).unwrap();
+        assert_eq!(entry.state, EntryState::new(2), "{id}");
+        assert_eq!(entry.state.stage, Stage::Received);
+    }
+    assert_eq!(content_of(&reopened, &torn).await, b"torn");
+}
