@@ -14,7 +14,13 @@ ours = {p["name"] for p in meta["packages"]}
 deps = {p["name"]: {d["name"] for d in p["dependencies"] if d["name"] in ours and d.get("kind") is None}
         for p in meta["packages"]}
 
-FOUNDATIONS = {"siegel-types": set(), "siegel-smtp-wire": {"siegel-types"}, "siegel-config": {"siegel-types"}}
+# siegel-policy is pure decision logic (no I/O), so the config may embed its rules.
+FOUNDATIONS = {
+    "siegel-types": set(),
+    "siegel-smtp-wire": {"siegel-types"},
+    "siegel-policy": {"siegel-types"},
+    "siegel-config": {"siegel-types", "siegel-policy"},
+}
 FORBIDDEN = {
     "siegel-smtp-in": {"siegel-smtp-out", "siegel-pipeline", "siegel-admin"},
     "siegel-smtp-out": {"siegel-smtp-in", "siegel-pipeline", "siegel-admin"},
