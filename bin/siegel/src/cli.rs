@@ -73,6 +73,79 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Siegel's own CA (the mPKI), created at first start.
+    Ca {
+        #[command(subcommand)]
+        action: CaAction,
+    },
+    /// Internal users and their certificates.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// S/MIME certificates: users', imported and harvested ones.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+    /// Domain certificates for domain-to-domain S/MIME.
+    DomainCert {
+        #[command(subcommand)]
+        action: DomainCertAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaAction {
+    /// Print the CA certificate (PEM).
+    Export,
+    /// Replace the CA with an existing one (PEM certificate and key).
+    Import {
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user and issue their certificate.
+    Add {
+        address: String,
+        /// Display name (goes into the certificate).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Write the user's certificate and private key as PKCS#12; the
+    /// password is the first line of standard input or of --password-file.
+    ExportP12 {
+        address: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertAction {
+    /// Print the newest certificate of an address (PEM).
+    Export { address: String },
+    /// Import correspondents' certificates (PEM, DER or PKCS#7).
+    Import { file: PathBuf },
+    /// One line per stored certificate.
+    List,
+    /// Revoke a certificate (ours go on the CRL).
+    Revoke { fingerprint: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCertAction {
+    /// Import a partner gateway's domain certificate.
+    Import { domain: String, file: PathBuf },
+    /// Print our domain certificate for an internal domain (created on demand).
+    Export { domain: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod cli;
 mod config_cmd;
 mod db_cmd;
 mod logging;
+mod pki_cmd;
 mod policy_cmd;
 mod queue_cmd;
 mod serve;
@@ -64,6 +65,18 @@ fn main() -> ExitCode {
                 },
             )
         }),
+        cli::Command::Ca { action } => {
+            with_config(cli.config.as_deref(), |c| pki_cmd::ca(c, action))
+        }
+        cli::Command::User { action } => {
+            with_config(cli.config.as_deref(), |c| pki_cmd::user(c, action))
+        }
+        cli::Command::Cert { action } => {
+            with_config(cli.config.as_deref(), |c| pki_cmd::cert(c, action))
+        }
+        cli::Command::DomainCert { action } => {
+            with_config(cli.config.as_deref(), |c| pki_cmd::domain_cert(c, action))
+        }
     };
     match result {
         Ok(code) => code,

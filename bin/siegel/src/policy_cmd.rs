@@ -15,8 +15,17 @@ use siegel_types::Address;
 /// The pipeline's policy settings from the configuration.
 /// The methods this build can run. Serve and `policy explain` share it so
 /// that an explanation is the decision the gateway would take.
+/// S/MIME is registered over an empty certificate cache: `explain` only
+/// asks whether a method is available, it never encrypts.
 pub fn registry() -> Registry {
-    Registry::foundation()
+    let mut r = Registry::foundation();
+    let cache = std::sync::Arc::new(siegel_pipeline::smime::CertCache::default());
+    siegel_pipeline::smime::register(
+        &mut r,
+        &cache,
+        siegel_crypto::smime::ContentCipher::default(),
+    );
+    r
 }
 
 /// The sender domains for which GINA is configured (default: every internal

@@ -107,7 +107,21 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         siegel_smtp_out::describe_routing(&smtp_out)
     );
 
-    let registry = crate::policy_cmd::registry();
+    let mpki = Arc::new(
+        siegel_pipeline::smime::Mpki::load_or_create(
+            store.clone(),
+            crate::pki_cmd::settings(&config)?,
+        )
+        .await
+        .context("opening the mPKI CA")?,
+    );
+    println!(
+        "siegel: mpki: CA {} (auto-enrolment {})",
+        siegel_pipeline::smime::fingerprint(mpki.ca().certificate())?,
+        if config.mpki.auto_enroll { "on" } else { "off" }
+    );
+    let admin = admin.map(|a| a.with_crl(Arc::new(crate::pki_cmd::Crl(Arc::clone(&mpki)))));
+    let registry = crate::pki_cmd::registry_for(&mpki);
     let policy_settings = crate::policy_cmd::settings(&config, &registry);
     let gina_wanted = crate::policy_cmd::gina_configured(&config);
     if !gina_wanted.is_empty() && policy_settings.gina_sender_domains.is_empty() {
@@ -131,6 +145,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         registry,
         directory: Some(Arc::new(directory.clone())),
         tracker: Some(Arc::new(directory)),
+        smime: Some(mpki),
     });
     let pipeline = Arc::new(siegel_pipeline::Pipeline::standard_with(
         config.smtp.hostname.clone(),

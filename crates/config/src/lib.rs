@@ -20,7 +20,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::de::{DeTable, DeValue};
 
-use reader::{Cx, Section, count, string, text};
+use reader::{Cx, Section, count, integer, string, text};
 
 /// The whole configuration. Built by [`Config::load`], [`Config::from_toml_str`]
 /// or [`Config::defaults`]; every field has a default.
@@ -37,6 +37,8 @@ pub struct Config {
     pub dns: Dns,
     pub log: Log,
     pub policy: Policy,
+    pub mpki: Mpki,
+    pub smime: Smime,
 }
 
 /// `[server]`
@@ -200,6 +202,53 @@ pub enum NoMethod {
     Bounce,
     /// Keep it held in the queue for an administrator.
     Hold,
+}
+
+/// `[mpki]`: Siegel's own CA and the certificates it issues to users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mpki {
+    /// Issue a certificate to an internal sender on their first outbound
+    /// mail, so every user signs without an administrator's step.
+    pub auto_enroll: bool,
+    /// Key type of new user certificates.
+    pub key_type: KeyType,
+    /// Validity of new user certificates, in days.
+    pub validity_days: u32,
+    /// Renew a user certificate this many days before it expires.
+    pub renew_before_days: u32,
+    /// CRL URL written into issued certificates; `None` = the admin
+    /// listener's `/crl/ca.crl`.
+    pub crl_url: Option<String>,
+}
+
+/// Key type for certificates Siegel issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyType {
+    /// RSA 3072: what every client reads.
+    #[default]
+    Rsa3072,
+    /// ECDSA/ECDH P-256: smaller and faster, not every client reads it.
+    P256,
+}
+
+/// `[smime]`: inbound trust and outbound encryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smime {
+    /// PEM bundles of CAs whose signatures are trusted (besides our own CA
+    /// and pinned harvested certificates).
+    pub trust_bundles: Vec<PathBuf>,
+    /// Content encryption of outbound S/MIME.
+    pub cipher: SmimeCipher,
+}
+
+/// Content-encryption algorithm for outbound S/MIME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SmimeCipher {
+    /// AES-256-CBC EnvelopedData: every client reads it.
+    #[default]
+    Cbc,
+    /// AES-256-GCM AuthEnvelopedData: authenticated, newer clients only.
+    Gcm,
 }
 
 /// `[queue]`
@@ -387,6 +436,17 @@ impl Config {
                 verified_tls_enough: Vec::new(),
                 gina_sender_domains: None,
                 confidential_without_method: NoMethod::Bounce,
+            },
+            mpki: Mpki {
+                auto_enroll: true,
+                key_type: KeyType::Rsa3072,
+                validity_days: 365,
+                renew_before_days: 30,
+                crl_url: None,
+            },
+            smime: Smime {
+                trust_bundles: Vec::new(),
+                cipher: SmimeCipher::Cbc,
             },
         }
     }
@@ -656,6 +716,23 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
     };
     s.finish(cx);
 
+    let mut s = root.table(cx, "mpki");
+    let mpki = Mpki {
+        auto_enroll: s.get(cx, "auto_enroll", d.mpki.auto_enroll, boolean),
+        key_type: s.get(cx, "key_type", d.mpki.key_type, key_type),
+        validity_days: s.get(cx, "validity_days", d.mpki.validity_days, days),
+        renew_before_days: s.get(cx, "renew_before_days", d.mpki.renew_before_days, days),
+        crl_url: s.opt(cx, "crl_url", d.mpki.crl_url, crl_url),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "smime");
+    let smime = Smime {
+        trust_bundles: s.list(cx, "trust_bundles", d.smime.trust_bundles, path),
+        cipher: s.get(cx, "cipher", d.smime.cipher, smime_cipher),
+    };
+    s.finish(cx);
+
     root.finish(cx);
     Config {
         server,
@@ -669,6 +746,8 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
         dns,
         log,
         policy,
+        mpki,
+        smime,
     }
 }
 
@@ -905,6 +984,46 @@ fn tls_policy(v: &DeValue<'_>) -> Result<TlsPolicy, String> {
         other => Err(format!(
             "expected \"opportunistic\" or \"required\", found {other:?}"
         )),
+    }
+}
+
+fn key_type(v: &DeValue<'_>) -> Result<KeyType, String> {
+    match string(v)?.as_str() {
+        "rsa3072" => Ok(KeyType::Rsa3072),
+        "p256" => Ok(KeyType::P256),
+        other => Err(format!("`{other}` is not one of rsa3072, p256")),
+    }
+}
+
+fn smime_cipher(v: &DeValue<'_>) -> Result<SmimeCipher, String> {
+    match string(v)?.as_str() {
+        "cbc" => Ok(SmimeCipher::Cbc),
+        "gcm" => Ok(SmimeCipher::Gcm),
+        other => Err(format!("`{other}` is not one of cbc, gcm")),
+    }
+}
+
+/// A number of days, 1 to 100 years: zero would issue certificates that
+/// are never valid.
+fn days(v: &DeValue<'_>) -> Result<u32, String> {
+    let n = integer(v)?;
+    if (1..=36_500).contains(&n) {
+        u32::try_from(n).map_err(|e| e.to_string())
+    } else {
+        Err(format!("{n} is not between 1 and 36500 days"))
+    }
+}
+
+/// The CRL URL goes into every certificate; clients fetch it over HTTP.
+fn crl_url(v: &DeValue<'_>) -> Result<String, String> {
+    let u = string(v)?;
+    if (u.starts_with("http://") || u.starts_with("https://"))
+        && u.is_ascii()
+        && !u.bytes().any(|b| b.is_ascii_control() || b == b' ')
+    {
+        Ok(u)
+    } else {
+        Err(format!("`{u}` is not an ASCII http(s) URL"))
     }
 }
 

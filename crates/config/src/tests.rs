@@ -606,3 +606,29 @@ confidential_recipients = ["no address"]
         assert!(e.contains(want), "missing {want:?} in\n{e}");
     }
 }
+
+#[test]
+fn mpki_and_smime_sections_parse_and_refuse_nonsense() {
+    let l = Config::from_toml_str(
+        "[mpki]\nauto_enroll = false\nkey_type = \"p256\"\nvalidity_days = 90\ncrl_url = \"http://gw.example/crl/ca.crl\"\n[smime]\ncipher = \"gcm\"\ntrust_bundles = [\"/etc/roots.pem\"]\n",
+        "<t>",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!l.config.mpki.auto_enroll);
+    assert_eq!(l.config.mpki.key_type, KeyType::P256);
+    assert_eq!(l.config.mpki.validity_days, 90);
+    assert_eq!(
+        l.config.mpki.crl_url.as_deref(),
+        Some("http://gw.example/crl/ca.crl")
+    );
+    assert_eq!(l.config.smime.cipher, SmimeCipher::Gcm);
+    assert_eq!(l.config.smime.trust_bundles.len(), 1);
+    for bad in [
+        "[mpki]\nkey_type = \"rsa1024\"\n",
+        "[mpki]\nvalidity_days = 0\n",
+        "[mpki]\ncrl_url = \"ftp://x/crl\"\n",
+        "[smime]\ncipher = \"des\"\n",
+    ] {
+        assert!(Config::from_toml_str(bad, "<t>").is_err(), "{bad}");
+    }
+}

@@ -19,13 +19,14 @@
 //! them are committed.
 
 pub mod policy;
+pub mod smime;
 pub mod stages;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use siegel_policy::{Classification, Decision, Split};
+use siegel_policy::{Classification, Decision, MethodKind, Split};
 use siegel_spool::{EntryState, RcptState, Spool, SpoolError, Stage as EntryStage};
 use siegel_types::{Address, Direction, Envelope, QueueId};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -165,13 +166,17 @@ impl Pipeline {
 
     /// The production pipeline. The stage list is data, per direction:
     ///
-    /// - inbound:  received → strip-x-siegel. Planned next (issues 5/7;
-    ///   DESIGN.md practice 4, verify before anything rewrites):
-    ///   → filter (AV/AS) → decrypt → verify → harvest → stamp. Those stages
-    ///   are not added before they really decrypt and verify.
-    /// - outbound: received → classify → decide → split. Planned in between:
-    ///   filter → classify → lft → disclaimer → sign → decide → split →
-    ///   encrypt/GINA (per copy) → dkim.
+    /// - inbound:  received → strip-x-siegel, then (with an mPKI in the
+    ///   environment) decrypt → verify → harvest → stamp on the whole mail
+    ///   ([`smime::Mpki::inbound`]). Planned: filter (AV/AS) before it.
+    /// - outbound: received → classify → decide → split, then sign (once,
+    ///   for every copy) and encrypt per S/MIME copy through the registered
+    ///   methods. Planned in between: filter, lft, disclaimer; dkim last.
+    ///
+    /// The S/MIME steps are not [`Stage`]s: stages are synchronous and see
+    /// only the header section, while signing and decrypting need the whole
+    /// content and the store (keys); `process` runs them after the stages
+    /// and before the copies are written.
     pub fn standard_with(hostname: String, env: Arc<PolicyEnv>) -> Self {
         let stages: Vec<Box<dyn Stage>> = vec![
             Box::new(ReceivedHeader),
@@ -306,8 +311,24 @@ impl Pipeline {
         );
         match &verdict {
             Verdict::Continue | Verdict::Modified => {
-                self.commit_copies(spool, &entry.envelope, state, &header_block, pstate, now)
-                    .await?;
+                let content = match self
+                    .smime_content(spool, &entry.envelope, &header_block, &pstate, now)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(SmimeStep::Retry(reason)) => return Ok(Verdict::TempFail(reason)),
+                    Err(SmimeStep::Pipeline(e)) => return Err(e),
+                };
+                self.commit_copies(
+                    spool,
+                    &entry.envelope,
+                    state,
+                    &header_block,
+                    pstate,
+                    content,
+                    now,
+                )
+                .await?;
             }
             Verdict::Hold(note) => {
                 state.stage = EntryStage::Held;
@@ -338,6 +359,8 @@ impl Pipeline {
 struct Copy {
     rcpts: Vec<usize>,
     kind: CopyKind,
+    /// The method of a Send copy (its content is transformed by it).
+    method: Option<MethodKind>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -358,6 +381,7 @@ fn plan(envelope: &Envelope, split: Option<&Split>) -> Vec<Copy> {
         return vec![Copy {
             rcpts: all,
             kind: CopyKind::Send("unchanged".to_owned()),
+            method: None,
         }];
     };
     let mut free: Vec<Option<&Address>> = envelope
@@ -384,6 +408,7 @@ fn plan(envelope: &Envelope, split: Option<&Split>) -> Vec<Copy> {
             copies.push(Copy {
                 rcpts,
                 kind: CopyKind::Send(label),
+                method: Some(g.method),
             });
         }
     }
@@ -400,6 +425,7 @@ fn plan(envelope: &Envelope, split: Option<&Split>) -> Vec<Copy> {
         copies.push(Copy {
             rcpts: refused.0,
             kind: CopyKind::Refuse(refused.1),
+            method: None,
         });
     }
     let mut held = (Vec::new(), Vec::new());
@@ -426,6 +452,7 @@ fn plan(envelope: &Envelope, split: Option<&Split>) -> Vec<Copy> {
         copies.push(Copy {
             rcpts: held.0,
             kind: CopyKind::Hold(format!("policy: held: {}", held.1.join("; "))),
+            method: None,
         });
     }
     copies
@@ -473,6 +500,7 @@ impl Pipeline {
     /// it again and, seeing the note, does not make again a copy that exists
     /// (same recipients, same parent). A copy already delivered and removed
     /// before the crash is made again: a duplicate, never a loss.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_copies(
         &self,
         spool: &Spool,
@@ -480,14 +508,21 @@ impl Pipeline {
         mut state: EntryState,
         header_block: &[u8],
         p: PolicyState,
+        content: Option<Vec<u8>>,
         now: u64,
     ) -> Result<(), PipelineError> {
         let id = &envelope.id;
-        let mut edit = p.classification.clone().unwrap_or_default();
-        edit.strip_headers.extend(p.strip_headers.iter().cloned());
-        let new_header = edit.apply(header_block);
-        let changed = new_header != header_block;
+        let new_header = edited_header(header_block, &p);
         let copies = plan(envelope, p.split.as_ref());
+        let transforms = copies.iter().any(|c| is_transformed(c.method));
+        let changed = new_header != header_block || content.is_some() || transforms;
+        // Transformed copies need the whole (edited) mail in memory; see
+        // `smime` for the bound.
+        let content = match (content, transforms) {
+            (Some(c), _) => Some(c),
+            (None, true) => Some(read_edited(spool, id, &new_header, header_block.len()).await?),
+            (None, false) => None,
+        };
         let mut queued: Vec<(Address, QueueId)> = Vec::new();
         if let (false, [only]) = (changed, copies.as_slice()) {
             apply_kind(&mut state, &only.kind, now);
@@ -519,13 +554,33 @@ impl Pipeline {
                         env.recipients = rcpts;
                         let mut cs = EntryState::new(env.recipients.len());
                         cs.prepend = state.prepend.clone();
-                        apply_kind(&mut cs, &copy.kind, now);
-                        if let CopyKind::Send(label) = &copy.kind {
+                        let mut kind = copy.kind.clone();
+                        let mut bytes = content.clone();
+                        if let (CopyKind::Send(_), Some(method), Some(full)) =
+                            (&copy.kind, copy.method, content.as_deref())
+                            && is_transformed(Some(method))
+                        {
+                            match self.transform(method, full, &addrs, now).await {
+                                Ok(t) => bytes = Some(t),
+                                Err(reason) => {
+                                    tracing::warn!(target: POLICY_LOG, queue_id = %id, %reason, "cannot encrypt the copy; it is held");
+                                    kind = CopyKind::Hold(format!("policy: held: {reason}"));
+                                }
+                            }
+                        }
+                        apply_kind(&mut cs, &kind, now);
+                        if let CopyKind::Send(label) = &kind {
                             cs.note = Some(format!("policy: {label}"));
                         }
-                        let content =
-                            edited_content(spool, id, &new_header, header_block.len()).await?;
-                        spool.derive(id, env, content, cs).await?
+                        match bytes {
+                            Some(b) => spool.derive(id, env, std::io::Cursor::new(b), cs).await?,
+                            None => {
+                                let content =
+                                    edited_content(spool, id, &new_header, header_block.len())
+                                        .await?;
+                                spool.derive(id, env, content, cs).await?
+                            }
+                        }
                     }
                 };
                 queued.extend(addrs.into_iter().map(|a| (a, child.clone())));
@@ -607,6 +662,134 @@ impl Pipeline {
             "policy decision"
         );
     }
+}
+
+/// Why the S/MIME step could not run now.
+enum SmimeStep {
+    /// The store did not answer: try the whole mail again later.
+    Retry(String),
+    Pipeline(PipelineError),
+}
+
+impl From<PipelineError> for SmimeStep {
+    fn from(e: PipelineError) -> Self {
+        SmimeStep::Pipeline(e)
+    }
+}
+
+/// Copies whose content a method rewrites (encrypts).
+fn is_transformed(method: Option<MethodKind>) -> bool {
+    matches!(method, Some(MethodKind::Smime | MethodKind::DomainSmime))
+}
+
+/// The header section after the policy's edits (classification keyword
+/// removed, `X-Siegel-*` stripped).
+fn edited_header(header_block: &[u8], p: &PolicyState) -> Vec<u8> {
+    let mut edit = p.classification.clone().unwrap_or_default();
+    edit.strip_headers.extend(p.strip_headers.iter().cloned());
+    edit.apply(header_block)
+}
+
+/// Whether the header section names S/MIME content (so inbound mail
+/// without it is never read whole).
+fn names_smime(header_block: &[u8]) -> bool {
+    let lower = header_block.to_ascii_lowercase();
+    lower.windows(5).any(|w| w == b"pkcs7") || lower.windows(16).any(|w| w == b"multipart/signed")
+}
+
+impl Pipeline {
+    /// The S/MIME work on the whole mail, before the copies are written:
+    /// outbound the signature of an internal sender (once, for every
+    /// copy), inbound decrypt → verify → harvest → stamp. `None`: the
+    /// content stays as the stages left it.
+    async fn smime_content(
+        &self,
+        spool: &Spool,
+        envelope: &Envelope,
+        header_block: &[u8],
+        p: &PolicyState,
+        now: u64,
+    ) -> Result<Option<Vec<u8>>, SmimeStep> {
+        let Some(mpki) = &self.env.smime else {
+            return Ok(None);
+        };
+        let id = &envelope.id;
+        let (_, len) = spool.open_content(id).await.map_err(PipelineError::from)?;
+        if usize::try_from(len).map_or(true, |l| l > smime::MAX_SMIME_CONTENT) {
+            tracing::warn!(target: POLICY_LOG, queue_id = %id, len, "too large for S/MIME processing; passed unchanged");
+            return Ok(None);
+        }
+        let new_header = edited_header(header_block, p);
+        match envelope.direction {
+            Direction::Outbound => {
+                let whole = read_edited(spool, id, &new_header, header_block.len()).await?;
+                let now = i64::try_from(now).unwrap_or(i64::MAX);
+                mpki.sign_outbound(envelope.mail_from.address(), &whole, now)
+                    .await
+                    .map_err(|e| SmimeStep::Retry(format!("S/MIME signing: {e}")))
+            }
+            Direction::Inbound => {
+                if !names_smime(&new_header) {
+                    return Ok(None);
+                }
+                let whole = read_edited(spool, id, &new_header, header_block.len()).await?;
+                let rcpts: Vec<Address> = envelope
+                    .recipients
+                    .iter()
+                    .map(|r| r.address.clone())
+                    .collect();
+                let out = mpki
+                    .inbound(
+                        &rcpts,
+                        whole,
+                        envelope.message_id.as_deref(),
+                        smime::system_time(now),
+                    )
+                    .await;
+                Ok(Some(out))
+            }
+        }
+    }
+
+    /// Encrypts one copy with its registered method, after loading the
+    /// recipients' certificates the method reads.
+    async fn transform(
+        &self,
+        method: MethodKind,
+        content: &[u8],
+        rcpts: &[Address],
+        now: u64,
+    ) -> Result<Vec<u8>, String> {
+        if let Some(mpki) = &self.env.smime {
+            mpki.prepare(method, rcpts, i64::try_from(now).unwrap_or(i64::MAX))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let m = self
+            .env
+            .registry
+            .get(method)
+            .ok_or_else(|| format!("{method} is not available"))?;
+        m.transform(content, rcpts).map_err(|e| e.to_string())
+    }
+}
+
+/// The whole edited mail in memory.
+async fn read_edited(
+    spool: &Spool,
+    id: &QueueId,
+    new_header: &[u8],
+    old_header_len: usize,
+) -> Result<Vec<u8>, PipelineError> {
+    let mut r = edited_content(spool, id, new_header, old_header_len).await?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .await
+        .map_err(|source| PipelineError::Read {
+            id: id.clone(),
+            source,
+        })?;
+    Ok(out)
 }
 
 /// Copies of `parent` already in the spool (an interrupted split), with
@@ -779,5 +962,7 @@ async fn start(pipeline: &Arc<Pipeline>, spool: &Spool, limit: &Arc<Semaphore>, 
 
 #[cfg(test)]
 mod policy_tests;
+#[cfg(test)]
+mod smime_tests;
 #[cfg(test)]
 mod tests;

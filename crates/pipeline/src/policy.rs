@@ -443,6 +443,10 @@ pub struct PolicyEnv {
     pub directory: Option<Arc<dyn KeyDirectory>>,
     /// `None`: decisions are logged only.
     pub tracker: Option<Arc<dyn TrackingSink>>,
+    /// `None`: no S/MIME (no signing, no decryption, no verification).
+    /// Its methods must be registered in `registry` over its cache
+    /// ([`crate::smime::register`]).
+    pub smime: Option<Arc<crate::smime::Mpki>>,
 }
 
 impl Default for PolicyEnv {
@@ -454,6 +458,7 @@ impl Default for PolicyEnv {
             registry: Registry::foundation(),
             directory: None,
             tracker: None,
+            smime: None,
         }
     }
 }
@@ -465,6 +470,7 @@ impl std::fmt::Debug for PolicyEnv {
             .field("registry", &self.registry)
             .field("directory", &self.directory.is_some())
             .field("tracker", &self.tracker.is_some())
+            .field("smime", &self.smime.is_some())
             .finish()
     }
 }

@@ -62,6 +62,7 @@ async fn world(settings: PolicySettings) -> World {
         registry: siegel_policy::Registry::foundation(),
         directory: Some(Arc::new(directory.clone()) as Arc<dyn KeyDirectory>),
         tracker: Some(Arc::new(directory) as Arc<dyn TrackingSink>),
+        smime: None,
     });
     let pipeline = Pipeline::standard_with("mx.example.com".into(), env);
     World {

@@ -1,0 +1,1076 @@
+//! S/MIME in the mail path and the managed PKI behind it.
+//!
+//! [`Mpki`] is Siegel's CA together with the store: it issues and renews
+//! user certificates, keeps the CRL, finds the signing identity of a sender
+//! and the certificates of recipients. The pipeline calls it around the
+//! synchronous stages because every one of those steps needs the store
+//! (async) and the whole content (not only the header section the stages
+//! see):
+//!
+//! * outbound, before the copies are written: [`Mpki::sign_outbound`] signs
+//!   the mail once for all copies, so TLS-only copies carry the signature
+//!   and Bcc privacy is untouched (the signature covers the body, never the
+//!   envelope);
+//! * per copy whose method is S/MIME or domain S/MIME: the registered
+//!   [`SmimeMethod`] encrypts the signed mail to the recipients' (or their
+//!   domain's) certificates, which [`Mpki::prepare`] loaded just before;
+//! * inbound: [`Mpki::inbound`] decrypts, verifies, harvests and stamps.
+//!
+//! Where the CA lives: a `domain_keys` row of the reserved domain
+//! [`CA_DOMAIN`] (kind S/MIME, ownership own), so its private key is sealed
+//! under the master key exactly like every other private key, and backup,
+//! restore and master-key rotation cover it without special cases.
+//!
+//! Memory bound: signing and encryption work on the whole content in memory,
+//! so a mail costs a few times its size (at most `smtp.max_message_size`,
+//! 50 MB by default) while it is transformed; [`MAX_SMIME_CONTENT`] caps it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openssl::asn1::Asn1Time;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use serde::{Deserialize, Serialize};
+use siegel_crypto::pki::{self, Ca, CaParams, KeyKind, PkiError, Revocation, UserParams};
+use siegel_crypto::smime::{
+    self, ContentCipher, DecryptError, Signer, SmimeError, TrustStore, Verification,
+};
+use siegel_policy::{Method, MethodError, MethodKind, Registry, Unavailable};
+use siegel_store::{
+    DomainKeyKind, KeyRecord, LicenceState, NewDomainKey, NewKey, Ownership, SecretBytes,
+    SourceKind, Store, StoreError,
+};
+use siegel_types::Address;
+
+/// The reserved domain whose `domain_keys` row holds Siegel's CA
+/// (`.invalid` can never be a real mail domain, RFC 2606).
+pub const CA_DOMAIN: &str = "siegel-ca.invalid";
+
+/// Mails larger than this are not signed, encrypted or opened (they pass
+/// with a note/stamp): transforming them needs the whole mail in memory.
+pub const MAX_SMIME_CONTENT: usize = 64 * 1024 * 1024;
+
+const SETTING_ADDRESSES: &str = "mpki.addresses";
+const SETTING_CRL: &str = "mpki.crl";
+
+/// Why an mPKI operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MpkiError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Smime(#[from] SmimeError),
+    #[error("OpenSSL: {0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+    /// The stored CA or key does not parse: the store was changed outside Siegel.
+    #[error("stored {0} is corrupt")]
+    Corrupt(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// The `[mpki]`/`[smime]` settings in the form the mPKI needs them.
+#[derive(Clone)]
+pub struct MpkiSettings {
+    pub auto_enroll: bool,
+    pub key: KeyKind,
+    pub validity_days: u32,
+    pub renew_before_days: u32,
+    pub crl_url: String,
+    pub cipher: ContentCipher,
+    /// Configured trust anchors (public roots, admin-trusted CAs).
+    pub trust: TrustStore,
+    /// Our own domains (normalised): their senders sign, their recipients'
+    /// mail is decrypted.
+    pub internal_domains: Vec<String>,
+    /// Organisation name in the CA certificate.
+    pub organization: Option<String>,
+}
+
+impl Default for MpkiSettings {
+    fn default() -> Self {
+        Self {
+            auto_enroll: true,
+            key: KeyKind::Rsa3072,
+            validity_days: 365,
+            renew_before_days: 30,
+            crl_url: "http://localhost/crl/ca.crl".to_owned(),
+            cipher: ContentCipher::Aes256Cbc,
+            trust: TrustStore::new(),
+            internal_domains: Vec::new(),
+            organization: None,
+        }
+    }
+}
+
+/// Recipient certificates loaded by [`Mpki::prepare`] for the synchronous
+/// [`SmimeMethod::transform`]: by lower-case address, and by `@domain` for
+/// domain certificates.
+#[derive(Default)]
+pub struct CertCache {
+    certs: Mutex<HashMap<String, X509>>,
+}
+
+/// More entries than this and the cache starts over: it only bridges
+/// [`Mpki::prepare`] and the transform right after it.
+const CACHE_LIMIT: usize = 10_000;
+
+impl CertCache {
+    /// `None` forgets the entry: a certificate revoked or expired since it
+    /// was cached must never be used.
+    fn put(&self, key: String, cert: Option<X509>) {
+        if let Ok(mut m) = self.certs.lock() {
+            match cert {
+                Some(c) => {
+                    if m.len() >= CACHE_LIMIT {
+                        m.clear();
+                    }
+                    m.insert(key, c);
+                }
+                None => {
+                    m.remove(&key);
+                }
+            }
+        }
+    }
+    fn get(&self, key: &str) -> Option<X509> {
+        self.certs.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+}
+
+fn domain_key(domain: &str) -> String {
+    format!("@{}", domain.to_ascii_lowercase())
+}
+
+/// The S/MIME or domain-S/MIME method: encrypts the (already signed) mail
+/// to the certificates of the copy's recipients.
+pub struct SmimeMethod {
+    kind: MethodKind,
+    cache: Arc<CertCache>,
+    cipher: ContentCipher,
+}
+
+impl SmimeMethod {
+    pub fn new(kind: MethodKind, cache: Arc<CertCache>, cipher: ContentCipher) -> Self {
+        Self {
+            kind,
+            cache,
+            cipher,
+        }
+    }
+}
+
+impl Method for SmimeMethod {
+    fn kind(&self) -> MethodKind {
+        self.kind
+    }
+
+    fn available(&self) -> Result<(), Unavailable> {
+        Ok(())
+    }
+
+    fn transform(&self, input: &[u8], recipients: &[Address]) -> Result<Vec<u8>, MethodError> {
+        let mut certs: Vec<X509> = Vec::new();
+        for r in recipients {
+            let key = match self.kind {
+                MethodKind::DomainSmime => domain_key(r.domain()),
+                _ => r.as_str().to_ascii_lowercase(),
+            };
+            let cert = self.cache.get(&key).ok_or_else(|| MethodError::NoKey {
+                kind: self.kind,
+                recipient: r.clone(),
+            })?;
+            // Several recipients of one domain share the domain certificate.
+            if !certs.iter().any(|c| c.as_ref() == cert.as_ref()) {
+                certs.push(cert);
+            }
+        }
+        smime::encrypt(input, &certs, self.cipher).map_err(|e| MethodError::Failed {
+            kind: self.kind,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Registers the S/MIME and domain-S/MIME methods over `cache`.
+pub fn register(registry: &mut Registry, cache: &Arc<CertCache>, cipher: ContentCipher) {
+    for kind in [MethodKind::Smime, MethodKind::DomainSmime] {
+        registry.register(Box::new(SmimeMethod::new(kind, Arc::clone(cache), cipher)));
+    }
+}
+
+/// One certificate revoked by the administrator, for the CRL.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+struct CrlState {
+    number: u64,
+    revoked: Vec<(String, i64)>,
+}
+
+/// Siegel's CA over the store.
+pub struct Mpki {
+    store: Store,
+    ca: Ca,
+    settings: MpkiSettings,
+    cache: Arc<CertCache>,
+}
+
+impl std::fmt::Debug for Mpki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mpki").finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 of the DER certificate, upper-case hex (the store's spelling).
+pub fn fingerprint(cert: &X509) -> Result<String, MpkiError> {
+    Ok(cert
+        .digest(MessageDigest::sha256())?
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect())
+}
+
+fn asn1_unix(t: &openssl::asn1::Asn1TimeRef) -> Result<i64, MpkiError> {
+    let d = Asn1Time::from_unix(0)?.diff(t)?;
+    Ok(i64::from(d.days) * 86_400 + i64::from(d.secs))
+}
+
+fn unix(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn usable(k: &KeyRecord, now: i64) -> bool {
+    !k.revoked && k.superseded_by.is_none() && k.not_before <= now && now <= k.not_after
+}
+
+/// Parses certificates in PEM (one or many), DER, or a PKCS#7 bundle.
+pub fn parse_certificates(data: &[u8]) -> Result<Vec<X509>, MpkiError> {
+    if data.windows(11).any(|w| w == b"-----BEGIN ") {
+        if let Ok(certs) = X509::stack_from_pem(data)
+            && !certs.is_empty()
+        {
+            return Ok(certs);
+        }
+        if let Ok(p7) = openssl::pkcs7::Pkcs7::from_pem(data) {
+            return pkcs7_certs(&p7);
+        }
+    }
+    if let Ok(c) = X509::from_der(data) {
+        return Ok(vec![c]);
+    }
+    if let Ok(p7) = openssl::pkcs7::Pkcs7::from_der(data) {
+        return pkcs7_certs(&p7);
+    }
+    Err(MpkiError::Invalid(
+        "not a certificate (PEM, DER or PKCS#7)".to_owned(),
+    ))
+}
+
+fn pkcs7_certs(p7: &openssl::pkcs7::Pkcs7) -> Result<Vec<X509>, MpkiError> {
+    let certs: Vec<X509> = p7
+        .signed()
+        .and_then(|s| s.certificates())
+        .map(|st| st.iter().map(|c| c.to_owned()).collect())
+        .unwrap_or_default();
+    if certs.is_empty() {
+        return Err(MpkiError::Invalid("PKCS#7 without certificates".to_owned()));
+    }
+    Ok(certs)
+}
+
+impl Mpki {
+    /// Loads the CA from the store, creating it on first start.
+    pub async fn load_or_create(store: Store, settings: MpkiSettings) -> Result<Mpki, MpkiError> {
+        if let Some(ca) = load_ca(&store).await? {
+            return Ok(Mpki::with(store, ca, settings));
+        }
+        let ca = Ca::create(&CaParams {
+            common_name: "Siegel mPKI CA".to_owned(),
+            organization: settings.organization.clone(),
+            key: settings.key,
+            // a day back: clocks of clients verifying our signatures drift
+            not_before: unix(SystemTime::now()) - 86_400,
+            validity_days: 3650,
+        })?;
+        store_ca(&store, &ca).await?;
+        Ok(Mpki::with(store, ca, settings))
+    }
+
+    fn with(store: Store, ca: Ca, settings: MpkiSettings) -> Mpki {
+        Mpki {
+            store,
+            ca,
+            settings,
+            cache: Arc::new(CertCache::default()),
+        }
+    }
+
+    /// Replaces the CA with an imported one (certificates issued by the old
+    /// CA stay valid where they are trusted; new ones come from this CA).
+    pub async fn import_ca(
+        store: &Store,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<(), MpkiError> {
+        let ca = Ca::from_pem(cert_pem, key_pem)?;
+        for old in store.domain_keys().for_domain(CA_DOMAIN).await? {
+            store.domain_keys().delete(&old.fingerprint).await?;
+        }
+        store_ca(store, &ca).await
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// The cache the registered methods read; see [`register`].
+    pub fn cache(&self) -> &Arc<CertCache> {
+        &self.cache
+    }
+
+    pub fn settings(&self) -> &MpkiSettings {
+        &self.settings
+    }
+
+    pub fn is_internal(&self, a: &Address) -> bool {
+        self.settings
+            .internal_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(a.domain()))
+    }
+
+    /// Issues a certificate for `address` and stores it with its private key.
+    pub async fn issue_user(
+        &self,
+        address: &Address,
+        name: Option<&str>,
+        now: i64,
+    ) -> Result<KeyRecord, MpkiError> {
+        let issued = self.ca.issue_user(&UserParams {
+            address,
+            name,
+            key: self.settings.key,
+            not_before: now - 300,
+            validity_days: self.settings.validity_days,
+            crl_url: &self.settings.crl_url,
+        })?;
+        let key = SecretBytes::new(issued.key.private_key_to_pkcs8()?);
+        self.insert(
+            &issued.certificate,
+            address,
+            SourceKind::Issued,
+            None,
+            Some(key),
+        )
+        .await
+    }
+
+    /// Stores a certificate for `address`.
+    async fn insert(
+        &self,
+        cert: &X509,
+        address: &Address,
+        source: SourceKind,
+        message_id: Option<String>,
+        private_key: Option<SecretBytes>,
+    ) -> Result<KeyRecord, MpkiError> {
+        let usage = if cert.public_key()?.rsa().is_ok() {
+            "digitalSignature,keyEncipherment"
+        } else {
+            "digitalSignature,keyAgreement"
+        };
+        let issuer = cert
+            .issuer_name()
+            .entries()
+            .filter_map(|e| e.data().to_string().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let serial = cert.serial_number().to_bn()?.to_hex_str()?.to_string();
+        let record = self
+            .store
+            .certificates()
+            .insert(&NewKey {
+                address: address.clone(),
+                fingerprint: fingerprint(cert)?,
+                issuer: if issuer.is_empty() {
+                    "-".to_owned()
+                } else {
+                    issuer
+                },
+                serial,
+                not_before: asn1_unix(cert.not_before())?,
+                not_after: asn1_unix(cert.not_after())?,
+                key_usage: usage.to_owned(),
+                source_kind: source,
+                source_message_id: message_id,
+                material: cert.to_der()?,
+                private_key,
+            })
+            .await?;
+        self.remember_address(address).await?;
+        Ok(record)
+    }
+
+    /// The store cannot list every certificate, so the addresses that have
+    /// one are kept in a setting for `siegel cert list`.
+    async fn remember_address(&self, address: &Address) -> Result<(), MpkiError> {
+        let mut all: Vec<String> = self
+            .store
+            .settings()
+            .get_as(SETTING_ADDRESSES)
+            .await?
+            .unwrap_or_default();
+        if !all.iter().any(|a| a == address.as_str()) {
+            all.push(address.as_str().to_owned());
+            all.sort();
+            self.store.settings().set(SETTING_ADDRESSES, &all).await?;
+        }
+        Ok(())
+    }
+
+    /// Every stored certificate, by address.
+    pub async fn list(&self) -> Result<Vec<KeyRecord>, MpkiError> {
+        let all: Vec<String> = self
+            .store
+            .settings()
+            .get_as(SETTING_ADDRESSES)
+            .await?
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for a in all {
+            if let Ok(a) = Address::parse(&a) {
+                out.extend(self.store.certificates().for_address(&a).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Imports correspondents' certificates (source "imported") for every
+    /// address they name; returns the stored records.
+    pub async fn import_certificates(&self, data: &[u8]) -> Result<Vec<KeyRecord>, MpkiError> {
+        let mut out = Vec::new();
+        for cert in parse_certificates(data)? {
+            let addresses = pki::certificate_addresses(&cert);
+            if addresses.is_empty() {
+                // CA certificates in a bundle name no address: not for encryption.
+                continue;
+            }
+            for a in addresses {
+                out.push(
+                    self.insert(&cert, &a, SourceKind::Imported, None, None)
+                        .await?,
+                );
+            }
+        }
+        if out.is_empty() {
+            return Err(MpkiError::Invalid(
+                "no certificate with a mail address in the file".to_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The newest certificate of `address` (usable first).
+    pub async fn certificate_of(&self, address: &Address) -> Result<X509, MpkiError> {
+        let now = unix(SystemTime::now());
+        let records = self.store.certificates().for_address(address).await?;
+        let r = records
+            .iter()
+            .find(|k| usable(k, now))
+            .or(records.first())
+            .ok_or_else(|| MpkiError::NotFound(format!("a certificate for {address}")))?;
+        X509::from_der(&r.material).map_err(|_| MpkiError::Corrupt("certificate"))
+    }
+
+    /// The usable certificate and private key of `address`.
+    async fn identity(
+        &self,
+        address: &Address,
+        now: i64,
+    ) -> Result<Option<(KeyRecord, X509, PKey<Private>)>, MpkiError> {
+        for r in self.store.certificates().for_address(address).await? {
+            if !r.has_private_key || !usable(&r, now) {
+                continue;
+            }
+            if let Some((c, k)) = self.open(&r).await? {
+                return Ok(Some((r, c, k)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn open(&self, r: &KeyRecord) -> Result<Option<(X509, PKey<Private>)>, MpkiError> {
+        let Some(secret) = self
+            .store
+            .certificates()
+            .private_key(&r.fingerprint)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let key = PKey::private_key_from_pkcs8(secret.expose())
+            .map_err(|_| MpkiError::Corrupt("private key"))?;
+        let cert = X509::from_der(&r.material).map_err(|_| MpkiError::Corrupt("certificate"))?;
+        Ok(Some((cert, key)))
+    }
+
+    /// Certificate and key of `address` for a PKCS#12 export.
+    pub async fn p12(&self, address: &Address, password: &str) -> Result<Vec<u8>, MpkiError> {
+        let now = unix(SystemTime::now());
+        let (_, cert, key) = self
+            .identity(address, now)
+            .await?
+            .ok_or_else(|| MpkiError::NotFound(format!("a certificate with key for {address}")))?;
+        Ok(pki::export_p12(
+            &cert,
+            &key,
+            &[self.ca.certificate().clone()],
+            address.as_str(),
+            password,
+        )?)
+    }
+
+    /// The signing identity of an internal sender: their usable
+    /// certificate, renewed when it expires within `renew_before_days`;
+    /// issued first with `auto_enroll`. `None`: no certificate and no
+    /// auto-enrolment, or an address a certificate cannot carry.
+    pub async fn signer_for(
+        &self,
+        sender: &Address,
+        now: i64,
+    ) -> Result<Option<Signer>, MpkiError> {
+        let renew_at = i64::from(self.settings.renew_before_days) * 86_400;
+        let current = self.identity(sender, now).await?;
+        let (cert, key) = match current {
+            Some((r, c, k)) if r.not_after - now > renew_at => (c, k),
+            Some((r, c, k)) => {
+                if r.source_kind == SourceKind::Issued {
+                    let new = self.issue_user(sender, None, now).await?;
+                    self.store
+                        .certificates()
+                        .supersede(&r.fingerprint, &new.fingerprint)
+                        .await?;
+                    match self.open(&new).await? {
+                        Some(ck) => ck,
+                        None => (c, k),
+                    }
+                } else {
+                    (c, k)
+                }
+            }
+            None if self.settings.auto_enroll && !sender.needs_smtputf8() => {
+                let new = self.issue_user(sender, None, now).await?;
+                tracing::info!(target: "siegel::mpki", address = %sender, fingerprint = %new.fingerprint, "auto-enrolled: certificate issued");
+                match self.open(&new).await? {
+                    Some(ck) => ck,
+                    None => return Ok(None),
+                }
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(Signer::new(
+            cert,
+            key,
+            &[self.ca.certificate().clone()],
+        )?))
+    }
+
+    /// Signs an outbound mail of an internal sender who is a licensed user.
+    /// `Ok(None)`: left as it is (external or unknown sender, no
+    /// certificate and no auto-enrolment, already S/MIME, too large).
+    pub async fn sign_outbound(
+        &self,
+        sender: Option<&Address>,
+        message: &[u8],
+        now: i64,
+    ) -> Result<Option<Vec<u8>>, MpkiError> {
+        let Some(sender) = sender.filter(|s| self.is_internal(s)) else {
+            return Ok(None);
+        };
+        if message.len() > MAX_SMIME_CONTENT || is_smime(message) {
+            return Ok(None);
+        }
+        // Only licensed users are Siegel's users: an unknown address of an
+        // internal domain (a printer, a role account not yet in the
+        // directory) and unlicensed/excluded users pass unprotected, as the
+        // licence states say; they get no certificate behind their back.
+        let licensed = self
+            .store
+            .users()
+            .get(sender)
+            .await?
+            .is_some_and(|u| u.licence_state == LicenceState::Licensed);
+        if !licensed {
+            return Ok(None);
+        }
+        let Some(signer) = self.signer_for(sender, now).await? else {
+            return Ok(None);
+        };
+        Ok(Some(smime::sign(message, &signer)?))
+    }
+
+    /// Loads the certificates a copy will be encrypted to into the cache
+    /// the registered methods read.
+    pub async fn prepare(
+        &self,
+        kind: MethodKind,
+        recipients: &[Address],
+        now: i64,
+    ) -> Result<(), MpkiError> {
+        for r in recipients {
+            match kind {
+                MethodKind::Smime => {
+                    let records = self.store.certificates().for_address(r).await?;
+                    let cert = records
+                        .iter()
+                        .find(|k| usable(k, now))
+                        .and_then(|k| X509::from_der(&k.material).ok());
+                    self.cache.put(r.as_str().to_ascii_lowercase(), cert);
+                }
+                MethodKind::DomainSmime => {
+                    let keys = self.store.domain_keys().for_domain(r.domain()).await?;
+                    let cert = keys
+                        .iter()
+                        .find(|k| k.kind == DomainKeyKind::Smime)
+                        .and_then(|k| X509::from_der(&k.material).ok());
+                    self.cache.put(domain_key(r.domain()), cert);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Our own domain certificate for `domain`, created on first use.
+    pub async fn own_domain_certificate(&self, domain: &str) -> Result<X509, MpkiError> {
+        let keys = self.store.domain_keys().for_domain(domain).await?;
+        if let Some(k) = keys
+            .iter()
+            .find(|k| k.kind == DomainKeyKind::Smime && k.ownership == Ownership::Own)
+        {
+            return X509::from_der(&k.material)
+                .map_err(|_| MpkiError::Corrupt("domain certificate"));
+        }
+        let address = Address::parse(&format!("postmaster@{domain}"))
+            .map_err(|e| MpkiError::Invalid(format!("domain {domain}: {e}")))?;
+        let name = format!("{domain} domain encryption");
+        let issued = self.ca.issue_user(&UserParams {
+            address: &address,
+            name: Some(&name),
+            key: self.settings.key,
+            not_before: unix(SystemTime::now()) - 300,
+            validity_days: self.settings.validity_days,
+            crl_url: &self.settings.crl_url,
+        })?;
+        self.store
+            .domain_keys()
+            .insert(&NewDomainKey {
+                domain: domain.to_owned(),
+                kind: DomainKeyKind::Smime,
+                ownership: Ownership::Own,
+                fingerprint: fingerprint(&issued.certificate)?,
+                material: issued.certificate.to_der()?,
+                private_key: Some(SecretBytes::new(issued.key.private_key_to_pkcs8()?)),
+            })
+            .await?;
+        Ok(issued.certificate)
+    }
+
+    /// Stores a partner gateway's domain certificate.
+    pub async fn import_domain_certificate(
+        &self,
+        domain: &str,
+        data: &[u8],
+    ) -> Result<String, MpkiError> {
+        let cert = parse_certificates(data)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| MpkiError::Invalid("no certificate".to_owned()))?;
+        let fp = fingerprint(&cert)?;
+        self.store
+            .domain_keys()
+            .insert(&NewDomainKey {
+                domain: domain.to_owned(),
+                kind: DomainKeyKind::Smime,
+                ownership: Ownership::Partner,
+                fingerprint: fp.clone(),
+                material: cert.to_der()?,
+                private_key: None,
+            })
+            .await?;
+        Ok(fp)
+    }
+
+    /// Revokes a certificate; one issued by our CA goes on the CRL.
+    pub async fn revoke(&self, fp: &str, now: i64) -> Result<KeyRecord, MpkiError> {
+        let record = self
+            .store
+            .certificates()
+            .by_fingerprint(fp)
+            .await?
+            .ok_or_else(|| MpkiError::NotFound(format!("certificate {fp}")))?;
+        self.store
+            .certificates()
+            .revoke(&record.fingerprint)
+            .await?;
+        let cert =
+            X509::from_der(&record.material).map_err(|_| MpkiError::Corrupt("certificate"))?;
+        let ca_key = self.ca.certificate().public_key()?;
+        let ours = cert.verify(&ca_key).unwrap_or(false);
+        if ours {
+            let mut crl = self.crl_state().await?;
+            let serial = cert.serial_number().to_bn()?.to_hex_str()?.to_string();
+            if !crl.revoked.iter().any(|(s, _)| *s == serial) {
+                crl.revoked.push((serial, now));
+                crl.number += 1;
+                self.store.settings().set(SETTING_CRL, &crl).await?;
+            }
+        }
+        Ok(record)
+    }
+
+    async fn crl_state(&self) -> Result<CrlState, MpkiError> {
+        Ok(self
+            .store
+            .settings()
+            .get_as(SETTING_CRL)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The current CRL, DER, valid for seven days from `now`.
+    pub async fn crl_der(&self, now: i64) -> Result<Vec<u8>, MpkiError> {
+        let state = self.crl_state().await?;
+        let mut revoked = Vec::new();
+        for (serial, at) in &state.revoked {
+            let bn = openssl::bn::BigNum::from_hex_str(serial)
+                .map_err(|_| MpkiError::Corrupt("CRL serial"))?;
+            revoked.push(Revocation {
+                serial: bn.to_vec(),
+                revoked_at: *at,
+            });
+        }
+        let crl = self.ca.issue_crl(&revoked, state.number.max(1), now, 7)?;
+        Ok(crl.to_der()?)
+    }
+
+    /// Inbound S/MIME: decrypt (to an internal user's or our domain's
+    /// certificate), verify (as of `at`), harvest, stamp. Never fails: a
+    /// mail that cannot be opened or verified is delivered with a stamp
+    /// that says why. `message_id` records where a harvested certificate
+    /// came from.
+    pub async fn inbound(
+        &self,
+        recipients: &[Address],
+        message: Vec<u8>,
+        message_id: Option<&str>,
+        at: SystemTime,
+    ) -> Vec<u8> {
+        if message.len() > MAX_SMIME_CONTENT {
+            return message;
+        }
+        let mut stamps: Vec<String> = Vec::new();
+        let mut message = message;
+        if is_encrypted(&message) {
+            match self.decrypt(recipients, &message).await {
+                Ok((plain, how)) => {
+                    message = plain;
+                    stamps.push(format!("X-Siegel-Encryption: {how}"));
+                }
+                Err(reason) => stamps.push(format!("X-Siegel-Encryption: failed; reason={reason}")),
+            }
+        }
+        let from = header_address(&message, "from");
+        let mut trust = self.settings.trust.clone();
+        trust.add(self.ca.certificate().clone());
+        if let Some(f) = &from
+            && let Ok(records) = self.store.certificates().for_address(f).await
+        {
+            for r in records.iter().filter(|r| !r.revoked) {
+                if let Ok(c) = X509::from_der(&r.material) {
+                    trust.add(c);
+                }
+            }
+        }
+        match smime::verify(&message, &trust, at) {
+            Verification::NotSigned => {}
+            Verification::Valid {
+                signers,
+                certificate,
+                content,
+            } => {
+                // An opaque signature hides the content inside the CMS:
+                // deliver it readable (the stamp says it was signed).
+                if is_opaque_signed(&message) {
+                    message = unwrap_opaque(&message, &content);
+                }
+                let matching = from.as_ref().filter(|f| {
+                    signers
+                        .iter()
+                        .any(|s| s.as_str().eq_ignore_ascii_case(f.as_str()))
+                });
+                match matching {
+                    Some(f) => {
+                        stamps.push(format!("X-Siegel-Signature: valid; signer={f}"));
+                        let mid = message_id
+                            .map(str::to_owned)
+                            .or_else(|| header_value(&message, "message-id"))
+                            .unwrap_or_else(|| "<unknown>".to_owned());
+                        if let Err(error) = self.harvest(f, &certificate, &mid).await {
+                            tracing::warn!(target: "siegel::mpki", address = %f, %error, "cannot harvest the certificate");
+                        }
+                    }
+                    None => {
+                        stamps.push("X-Siegel-Signature: invalid; reason=from-mismatch".to_owned())
+                    }
+                }
+            }
+            Verification::Invalid { reason } => {
+                tracing::info!(target: "siegel::mpki", %reason, "invalid S/MIME signature");
+                stamps.push(format!(
+                    "X-Siegel-Signature: invalid; reason={}",
+                    reason.token()
+                ));
+            }
+        }
+        if stamps.is_empty() {
+            return message;
+        }
+        let mut out = Vec::with_capacity(message.len() + 256);
+        for s in stamps {
+            out.extend_from_slice(s.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(&message);
+        out
+    }
+
+    async fn decrypt(
+        &self,
+        recipients: &[Address],
+        message: &[u8],
+    ) -> Result<(Vec<u8>, &'static str), &'static str> {
+        let mut reason = "no-key";
+        for r in recipients.iter().filter(|r| self.is_internal(r)) {
+            let Ok(records) = self.store.certificates().for_address(r).await else {
+                continue;
+            };
+            for rec in records.iter().filter(|k| k.has_private_key) {
+                if let Ok(Some((c, k))) = self.open(rec).await {
+                    match smime::decrypt(message, &c, &k) {
+                        Ok(plain) => return Ok((plain, "smime")),
+                        Err(DecryptError::Malformed(_)) => return Err("malformed"),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        let mut domains: Vec<&str> = recipients
+            .iter()
+            .filter(|r| self.is_internal(r))
+            .map(|r| r.domain())
+            .collect();
+        domains.dedup();
+        for d in domains {
+            let Ok(keys) = self.store.domain_keys().for_domain(d).await else {
+                continue;
+            };
+            for k in keys
+                .iter()
+                .filter(|k| k.kind == DomainKeyKind::Smime && k.has_private_key)
+            {
+                let Ok(Some(secret)) = self.store.domain_keys().private_key(&k.fingerprint).await
+                else {
+                    continue;
+                };
+                let (Ok(c), Ok(key)) = (
+                    X509::from_der(&k.material),
+                    PKey::private_key_from_pkcs8(secret.expose()),
+                ) else {
+                    continue;
+                };
+                match smime::decrypt(message, &c, &key) {
+                    Ok(plain) => return Ok((plain, "domain-smime")),
+                    Err(DecryptError::Malformed(_)) => return Err("malformed"),
+                    Err(_) => reason = "no-key",
+                }
+            }
+        }
+        Err(reason)
+    }
+
+    /// Keeps the certificate of a valid signature for its address; a newer
+    /// one supersedes the older harvested ones.
+    async fn harvest(
+        &self,
+        address: &Address,
+        cert: &X509,
+        message_id: &str,
+    ) -> Result<(), MpkiError> {
+        if self.is_internal(address) {
+            return Ok(());
+        }
+        let fp = fingerprint(cert)?;
+        let existing = self.store.certificates().for_address(address).await?;
+        if existing.iter().any(|k| k.fingerprint == fp) {
+            return Ok(());
+        }
+        let new = self
+            .insert(
+                cert,
+                address,
+                SourceKind::Harvested,
+                Some(message_id.to_owned()),
+                None,
+            )
+            .await?;
+        for old in existing.iter().filter(|k| {
+            k.source_kind == SourceKind::Harvested
+                && k.superseded_by.is_none()
+                && k.not_after <= new.not_after
+        }) {
+            self.store
+                .certificates()
+                .supersede(&old.fingerprint, &new.fingerprint)
+                .await?;
+        }
+        tracing::info!(target: "siegel::mpki", %address, fingerprint = %fp, "harvested certificate");
+        Ok(())
+    }
+}
+
+async fn load_ca(store: &Store) -> Result<Option<Ca>, MpkiError> {
+    let rows = store.domain_keys().for_domain(CA_DOMAIN).await?;
+    let Some(row) = rows.iter().find(|k| k.has_private_key) else {
+        return Ok(None);
+    };
+    let secret = store
+        .domain_keys()
+        .private_key(&row.fingerprint)
+        .await?
+        .ok_or(MpkiError::Corrupt("CA private key"))?;
+    let cert = X509::from_der(&row.material).map_err(|_| MpkiError::Corrupt("CA certificate"))?;
+    let key = PKey::private_key_from_pkcs8(secret.expose())
+        .map_err(|_| MpkiError::Corrupt("CA private key"))?;
+    Ok(Some(Ca::from_parts(cert, key)?))
+}
+
+async fn store_ca(store: &Store, ca: &Ca) -> Result<(), MpkiError> {
+    store
+        .domain_keys()
+        .insert(&NewDomainKey {
+            domain: CA_DOMAIN.to_owned(),
+            kind: DomainKeyKind::Smime,
+            ownership: Ownership::Own,
+            fingerprint: fingerprint(ca.certificate())?,
+            material: ca.certificate().to_der()?,
+            private_key: Some(SecretBytes::new(ca.key().private_key_to_pkcs8()?)),
+        })
+        .await?;
+    Ok(())
+}
+
+/// The header section of a message (up to the first empty line).
+fn head(message: &[u8]) -> &[u8] {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| message.windows(2).position(|w| w == b"\n\n"))
+        .unwrap_or(message.len());
+    &message[..end]
+}
+
+/// The unfolded value of the first header field `name` (lower case).
+pub fn header_value(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(head(message));
+    let mut current: Option<String> = None;
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with([' ', '\t']) {
+            if let Some(c) = current.as_mut() {
+                c.push(' ');
+                c.push_str(line.trim());
+            }
+            continue;
+        }
+        if current.is_some() {
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':')
+            && n.trim().eq_ignore_ascii_case(name)
+        {
+            current = Some(v.trim().to_owned());
+        }
+    }
+    current
+}
+
+/// The address in a header field such as `From: Bob <bob@x>`.
+pub fn header_address(message: &[u8], name: &str) -> Option<Address> {
+    let v = header_value(message, name)?;
+    let inner = match (v.rfind('<'), v.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &v[a + 1..b],
+        _ => v.as_str(),
+    };
+    Address::parse(inner.trim()).ok()
+}
+
+fn content_type(message: &[u8]) -> String {
+    header_value(message, "content-type")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// Already S/MIME (signed or encrypted by the client): left alone.
+fn is_smime(message: &[u8]) -> bool {
+    let ct = content_type(message);
+    ct.starts_with("multipart/signed") || ct.contains("pkcs7-mime")
+}
+
+fn is_opaque_signed(message: &[u8]) -> bool {
+    let ct = content_type(message);
+    ct.contains("pkcs7-mime") && ct.contains("signed-data")
+}
+
+/// The outer header fields except those describing the body, then the
+/// signed entity (its own `Content-*` fields, empty line, body).
+fn unwrap_opaque(message: &[u8], entity: &[u8]) -> Vec<u8> {
+    let h = head(message);
+    let mut out = Vec::with_capacity(h.len() + entity.len() + 32);
+    let mut keep = false;
+    for line in h.split_inclusive(|&b| b == b'\n') {
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+            keep = !(name.starts_with("content-") || name == "mime-version");
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    if !out.ends_with(b"\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    out.extend_from_slice(entity);
+    out
+}
+
+fn is_encrypted(message: &[u8]) -> bool {
+    let ct = content_type(message);
+    (ct.contains("pkcs7-mime") && !ct.contains("signed-data"))
+        || (ct.starts_with("application/octet-stream") && ct.contains(".p7m"))
+}
+
+/// A clock for inbound verification; tests pin it.
+pub fn system_time(unix_seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(unix_seconds)
+}
