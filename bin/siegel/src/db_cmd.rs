@@ -105,6 +105,11 @@ pub fn master_key(config: &Config, action: MasterKeyAction) -> anyhow::Result<Ex
                     })?,
                 };
                 println!("master key rotated: {} secrets re-encrypted", report.re_encrypted);
+                if std::env::var_os(NEW_KEY_ENV).is_some() {
+                    println!(
+                        "running nodes keyed by SIEGEL_MASTER_KEY follow only if they find the new key in SIEGEL_MASTER_KEY_FILE or DATA_DIR/master.key.new; restart the others with the new key"
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -26,6 +26,15 @@ use crate::error::StoreError;
 pub const MASTER_KEY_ENV: &str = "SIEGEL_MASTER_KEY";
 /// The key file created in the data folder when no key is given.
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// A key file a node whose key comes from `SIEGEL_MASTER_KEY` may also be
+/// given: a running node looks for a rotated key there (besides the data
+/// folder's key files), so such a node can follow a rotation without a
+/// restart. Read when a key is missing, never at start-up.
+pub const MASTER_KEY_FILE_ENV: &str = "SIEGEL_MASTER_KEY_FILE";
+/// Where `siegel master-key rotate` stages the new key while it re-seals.
+pub const STAGED_KEY_FILE: &str = "master.key.new";
+/// Where `siegel master-key rotate` keeps the replaced key.
+pub const OLD_KEY_FILE: &str = "master.key.old";
 
 const MAGIC: &[u8; 2] = b"S1";
 const KEY_ID_LEN: usize = 8;
@@ -64,6 +73,13 @@ impl KeyId {
     /// Hex form, as stored in `master_key_check.key_id` and shown in errors.
     pub fn to_hex(self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl KeyId {
+    /// The raw 8 bytes, as they appear in a sealed value's header.
+    pub(crate) fn to_bytes(self) -> [u8; KEY_ID_LEN] {
+        self.0
     }
 }
 
@@ -298,6 +314,25 @@ impl Keyring {
         }
     }
 
+    /// Whether this keyring holds the key with this id (hex form).
+    pub(crate) fn holds_hex(&self, id: &str) -> bool {
+        self.find_hex(id).is_some()
+    }
+
+    /// The key with this id (hex form), current or not.
+    pub(crate) fn find_hex(&self, id: &str) -> Option<&MasterKey> {
+        std::iter::once(&self.current)
+            .chain(self.others.iter())
+            .find(|k| k.id.to_hex() == id)
+    }
+
+    /// Adds a key for decryption only (a node learning a rotated key).
+    pub(crate) fn add(&mut self, key: MasterKey) {
+        if key.id != self.current.id && !self.others.iter().any(|k| k.id == key.id) {
+            self.others.push(key);
+        }
+    }
+
     /// Forgets every key but the current one (rotation finished).
     pub(crate) fn drop_others(&mut self) {
         self.others.clear();
@@ -389,6 +424,30 @@ mod tests {
         );
         ring.drop_others();
         assert!(ring.open("t", "x", &sealed).is_err());
+    }
+
+    #[test]
+    fn added_key_opens_but_does_not_seal() {
+        let old = MasterKey::from_bytes([1; 32]);
+        let new = MasterKey::from_bytes([2; 32]);
+        let sealed = Keyring::new(new.clone()).seal("x", b"s").unwrap();
+        let mut ring = Keyring::new(old.clone());
+        assert!(!ring.holds_hex(&new.id().to_hex()));
+        ring.add(new.clone());
+        ring.add(new.clone());
+        ring.add(old.clone());
+        assert_eq!(ring.others.len(), 1, "no duplicates, current not repeated");
+        assert!(ring.holds_hex(&new.id().to_hex()));
+        assert_eq!(ring.open("t", "x", &sealed).unwrap().expose(), b"s");
+        assert_eq!(ring.current().id(), old.id());
+        let found = ring.find_hex(&new.id().to_hex()).cloned().unwrap();
+        ring.rotate_to(found);
+        assert_eq!(ring.current().id(), new.id());
+        assert!(
+            ring.holds_hex(&old.id().to_hex()),
+            "old key kept for reading"
+        );
+        assert_eq!(ring.others.len(), 1);
     }
 
     #[test]

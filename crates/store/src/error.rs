@@ -60,8 +60,14 @@ pub enum StoreError {
     /// No master key: neither `SIEGEL_MASTER_KEY` nor a readable key file.
     #[error("master key: {0}")]
     MasterKey(String),
-    /// A sealed secret names a key id that this node does not hold.
-    #[error("secret is encrypted under unknown master key id {0}")]
+    /// A sealed secret (or the store's current key) names a key id that this
+    /// node does not hold and could not find: not in `master.key`,
+    /// `master.key.new` or `master.key.old` of its data folder, nor in
+    /// `SIEGEL_MASTER_KEY_FILE`. Typical cause: the node's key comes from
+    /// `SIEGEL_MASTER_KEY` and another node rotated the key.
+    #[error(
+        "master key id {0} is not known to this node (looked in master.key, master.key.new and master.key.old of the data folder and in SIEGEL_MASTER_KEY_FILE): if this node's key comes from SIEGEL_MASTER_KEY and the key was rotated, restart it with the new key or point SIEGEL_MASTER_KEY_FILE at the new key file"
+    )]
     UnknownKeyId(String),
     /// A sealed secret failed authentication: it was altered, truncated, or
     /// moved to another row. It is never returned as plaintext.

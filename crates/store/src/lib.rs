@@ -32,7 +32,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{SqlSafeStr, Transaction};
 
-pub use crypto::{KeyId, Keyring, MASTER_KEY_ENV, MASTER_KEY_FILE, MasterKey, SecretBytes};
+pub use crypto::{
+    KeyId, Keyring, MASTER_KEY_ENV, MASTER_KEY_FILE, MASTER_KEY_FILE_ENV, MasterKey, OLD_KEY_FILE,
+    STAGED_KEY_FILE, SecretBytes,
+};
 pub use error::StoreError;
 pub use maintenance::{CheckReport, RotationReport, restore_sqlite};
 pub use repo::*;
@@ -109,6 +112,9 @@ pub struct Store {
     pub(crate) keys: Arc<RwLock<Keyring>>,
     /// The SQLite file, for backups; `None` on PostgreSQL or in memory.
     pub(crate) sqlite_path: Option<PathBuf>,
+    /// The data folder, where a rotated master key is looked for when this
+    /// node meets a key id it does not hold (see `Store::refresh_keyring`).
+    pub(crate) key_dir: PathBuf,
 }
 
 /// The migrations, compiled in so the binary needs no files beside it.
@@ -226,6 +232,7 @@ impl Store {
                 pool: Pool::Sqlite(pool),
                 keys: Arc::new(RwLock::new(Keyring::new(key))),
                 sqlite_path,
+                key_dir: data_dir.to_owned(),
             }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
@@ -243,6 +250,7 @@ impl Store {
                 pool: Pool::Postgres(pool),
                 keys: Arc::new(RwLock::new(Keyring::new(key))),
                 sqlite_path: None,
+                key_dir: data_dir.to_owned(),
             }
         } else {
             return Err(bad("scheme must be sqlite: or postgres:".into()));

@@ -5,8 +5,11 @@ use std::path::Path;
 
 use sqlx::Row;
 
-use crate::crypto::{MasterKey, sealed_key_id};
-use crate::{BeginWrite, SCHEMA_VERSION, Store, StoreError, dispatch};
+use crate::crypto::{
+    Keyring, MASTER_KEY_FILE, MASTER_KEY_FILE_ENV, MasterKey, OLD_KEY_FILE, STAGED_KEY_FILE,
+    SecretBytes, sealed_key_id,
+};
+use crate::{BeginWrite, KeyId, SCHEMA_VERSION, Store, StoreError, dispatch};
 
 /// The plaintext sealed into `master_key_check`. Opening it proves the key.
 const CHECK_PLAINTEXT: &[u8] = b"siegel master key check v1";
@@ -45,11 +48,154 @@ pub struct RotationReport {
     pub re_encrypted: u64,
 }
 
+/// One row of `master_key_check`: key id (hex), sealed check value, state
+/// (`current` or `pending`).
+pub(crate) type KeyCheckRow = (String, Vec<u8>, String);
+
+const KEY_ROWS: &str = "SELECT key_id, check_value, state FROM master_key_check";
+/// PostgreSQL: a secret's writer holds a share lock on the key rows until it
+/// commits, so the rotation's final step (which takes them `FOR UPDATE`)
+/// waits for every write in flight and every later write sees the new state.
+/// SQLite needs no lock: both run under `BEGIN IMMEDIATE`, one at a time.
+const KEY_ROWS_FOR_SHARE: &str =
+    "SELECT key_id, check_value, state FROM master_key_check FOR SHARE";
+
+/// Whether `key` opens the check value of `row`: only then is a key found in
+/// a file trusted, so a stray or foreign key file can never become current.
+fn proves(key: &MasterKey, row: &KeyCheckRow) -> bool {
+    key.id().to_hex() == row.0
+        && Keyring::new(key.clone())
+            .open("master_key_check", CHECK_CONTEXT, &row.1)
+            .is_ok_and(|plain| plain.expose() == CHECK_PLAINTEXT)
+}
+
 pub(crate) fn seal_context(table: &str, fingerprint: &str) -> String {
     format!("{table}:{fingerprint}")
 }
 
 impl Store {
+    /// The query a secret's writer runs inside its write transaction before
+    /// sealing (see [`Store::sealing_keyring`]).
+    pub(crate) fn key_rows_sql(&self) -> &'static str {
+        match self.pool {
+            crate::Pool::Sqlite(_) => KEY_ROWS,
+            crate::Pool::Postgres(_) => KEY_ROWS_FOR_SHARE,
+        }
+    }
+
+    /// Where a rotated key may be found: the data folder's key files (the
+    /// rotation stages the new key as `master.key.new`, then renames it to
+    /// `master.key`; the old one becomes `master.key.old`) and
+    /// `SIEGEL_MASTER_KEY_FILE` for nodes keyed by environment.
+    fn key_candidates(&self) -> Vec<std::path::PathBuf> {
+        let mut paths: Vec<_> = [STAGED_KEY_FILE, MASTER_KEY_FILE, OLD_KEY_FILE]
+            .iter()
+            .map(|name| self.key_dir.join(name))
+            .collect();
+        if let Some(path) = std::env::var_os(MASTER_KEY_FILE_ENV) {
+            paths.push(path.into());
+        }
+        paths
+    }
+
+    /// Brings the shared keyring in line with `master_key_check`: loads keys
+    /// it names that this node lacks (from [`Store::key_candidates`], each
+    /// proven by its check value), and makes the sealing key the *pending*
+    /// one when a rotation runs, else the current one. Old keys stay for
+    /// reading: a reader may hold a ciphertext fetched before the re-seal.
+    /// Returns the keyring as it is afterwards.
+    pub(crate) fn learn_keys(&self, rows: &[KeyCheckRow]) -> Keyring {
+        let ring = self.keyring();
+        let target = rows
+            .iter()
+            .find(|r| r.2 == "pending")
+            .or_else(|| rows.iter().find(|r| r.2 == "current"));
+        let missing: Vec<&KeyCheckRow> = rows.iter().filter(|r| !ring.holds_hex(&r.0)).collect();
+        let on_target = target.is_none_or(|t| t.0 == ring.current().id().to_hex());
+        if missing.is_empty() && on_target {
+            return ring;
+        }
+        let mut found: Vec<MasterKey> = Vec::new();
+        if !missing.is_empty() {
+            for path in self.key_candidates() {
+                match MasterKey::read_file(&path) {
+                    Ok(key) => {
+                        if !found.iter().any(|k| k.id() == key.id())
+                            && missing.iter().any(|r| proves(&key, r))
+                        {
+                            tracing::info!(key_id = %key.id(), path = %path.display(), "learned a rotated master key");
+                            found.push(key);
+                        }
+                    }
+                    // Absent files are normal (no rotation staged); others
+                    // are only logged: the caller reports the missing key.
+                    Err(StoreError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read a candidate master key file"),
+                }
+            }
+        }
+        self.update_keyring(|k| {
+            for key in found {
+                k.add(key);
+            }
+            if let Some(key) = target.and_then(|t| k.find_hex(&t.0)).cloned() {
+                k.rotate_to(key);
+            }
+        });
+        self.keyring()
+    }
+
+    /// The keyring to seal a secret with, given the key rows read (and, on
+    /// PostgreSQL, share-locked) in the writer's transaction. Refuses with
+    /// [`StoreError::UnknownKeyId`] when this node's sealing key is no longer
+    /// recorded (a rotation finished and the new key cannot be found): a
+    /// secret under a retired key would be unreadable for every other node.
+    /// While a rotation is pending and its key cannot be found, sealing under
+    /// the old key is allowed: the rotation re-seals it before it finishes.
+    pub(crate) fn sealing_keyring(&self, rows: &[KeyCheckRow]) -> Result<Keyring, StoreError> {
+        let ring = self.learn_keys(rows);
+        let sealing = ring.current().id().to_hex();
+        if rows.is_empty() || rows.iter().any(|r| r.0 == sealing) {
+            return Ok(ring);
+        }
+        let wanted = rows
+            .iter()
+            .find(|r| r.2 == "current")
+            .or_else(|| rows.first())
+            .map(|r| r.0.clone())
+            .unwrap_or(sealing);
+        Err(StoreError::UnknownKeyId(wanted))
+    }
+
+    /// Re-reads `master_key_check` and learns a rotated key (see
+    /// [`Store::learn_keys`]); returns the id new secrets are now sealed
+    /// under. Called by itself when a secret names an unknown key and by
+    /// [`Store::check`]; a gateway may also call it on a timer.
+    pub async fn refresh_keyring(&self) -> Result<KeyId, StoreError> {
+        let rows: Vec<KeyCheckRow> = dispatch!(self, p => {
+            sqlx::query_as(KEY_ROWS).fetch_all(p).await?
+        });
+        Ok(self.learn_keys(&rows).current().id())
+    }
+
+    /// Opens a sealed secret; when it names a key this node does not hold
+    /// (another node rotated), learns the key once and tries again.
+    pub(crate) async fn open_secret(
+        &self,
+        table: &'static str,
+        context: &str,
+        sealed: &[u8],
+    ) -> Result<SecretBytes, StoreError> {
+        match self.keyring().open(table, context, sealed) {
+            Err(StoreError::UnknownKeyId(_)) => {
+                self.refresh_keyring().await?;
+                self.keyring().open(table, context, sealed)
+            }
+            other => other,
+        }
+    }
+
     /// Makes sure this node's master key is the store's. The first node to
     /// start records a check value; every later start must open it. Two
     /// nodes racing on an empty store with different keys: one insert wins
@@ -144,6 +290,8 @@ impl Store {
             }
         }
         if problems.is_empty() {
+            // Another node may have rotated since this one last looked.
+            self.refresh_keyring().await?;
             let current = self.keyring().current().key_id_bytes().to_vec();
             for table in SECRET_TABLES {
                 // Bytes 3..=10 of a sealed value are its key id (1-based
@@ -214,8 +362,11 @@ impl Store {
     /// re-seal in batches, each batch one transaction, each row updated only
     /// if it still holds the ciphertext that was read (a concurrent write is
     /// never overwritten); passes repeat until none is left under another key;
-    /// (4) in one transaction, mark `new` current and forget the old check
-    /// value. Other nodes must be restarted with the new key afterwards.
+    /// (4) in one transaction that excludes secret writers, check that no
+    /// secret slipped in under another key (else back to 3), mark `new`
+    /// current and forget the old check value. Running nodes follow by
+    /// themselves when they can find the new key (see
+    /// [`Store::refresh_keyring`] and docs/design/store.md).
     pub async fn rotate_master_key(&self, new: &MasterKey) -> Result<RotationReport, StoreError> {
         let new_id = new.id();
         if new_id == self.master_key_id() {
@@ -236,28 +387,20 @@ impl Store {
 
         let mut re_encrypted = 0u64;
         loop {
-            let mut pass = 0u64;
-            for table in SECRET_TABLES {
-                pass += self.rotate_table(table).await?;
+            loop {
+                let mut pass = 0u64;
+                for table in SECRET_TABLES {
+                    pass += self.rotate_table(table).await?;
+                }
+                re_encrypted += pass;
+                if pass == 0 {
+                    break;
+                }
             }
-            re_encrypted += pass;
-            if pass == 0 {
+            if self.finish_rotation(new_id).await? {
                 break;
             }
         }
-
-        dispatch!(self, p => {
-            let mut tx = p.begin_write().await?;
-            sqlx::query("DELETE FROM master_key_check WHERE key_id <> $1")
-                .bind(new_id.to_hex())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE master_key_check SET state = 'current' WHERE key_id = $1")
-                .bind(new_id.to_hex())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
         self.update_keyring(|k| k.drop_others());
         Ok(RotationReport { re_encrypted })
     }
@@ -270,17 +413,19 @@ impl Store {
     /// the new one into place. An interrupted run is resumed with the saved
     /// `master.key.new`. Refused when the key comes from `SIEGEL_MASTER_KEY`:
     /// then the operator supplies the new key and calls
-    /// [`Store::rotate_master_key`].
+    /// [`Store::rotate_master_key`]. Nodes running on the same data folder
+    /// need no restart: they find the new key in `master.key.new` (during)
+    /// or `master.key` (after).
     pub async fn rotate_key_file(&self, data_dir: &Path) -> Result<RotationReport, StoreError> {
-        use crate::crypto::{MASTER_KEY_ENV, MASTER_KEY_FILE};
+        use crate::crypto::MASTER_KEY_ENV;
         if std::env::var_os(MASTER_KEY_ENV).is_some() {
             return Err(StoreError::MasterKey(format!(
                 "the key comes from {MASTER_KEY_ENV}; rotate with an explicit new key"
             )));
         }
         let current = data_dir.join(MASTER_KEY_FILE);
-        let staged = data_dir.join(format!("{MASTER_KEY_FILE}.new"));
-        let old = data_dir.join(format!("{MASTER_KEY_FILE}.old"));
+        let staged = data_dir.join(STAGED_KEY_FILE);
+        let old = data_dir.join(OLD_KEY_FILE);
         let in_file = MasterKey::read_file(&current)?;
         if in_file.id() != self.master_key_id() {
             return Err(StoreError::MasterKey(format!(
@@ -301,6 +446,53 @@ impl Store {
             .and_then(|d| d.sync_all())
             .map_err(io(data_dir))?;
         Ok(report)
+    }
+
+    /// The rotation's last step: in one transaction that excludes every
+    /// secret writer (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: the key rows
+    /// `FOR UPDATE`, which writers share-lock), counts secrets not under
+    /// `new`; when there are none, marks `new` current and drops the old key's
+    /// row. Returns false (nothing changed) when a writer that had not yet
+    /// switched to the pending key slipped a secret in after the last pass.
+    async fn finish_rotation(&self, new: KeyId) -> Result<bool, StoreError> {
+        let is_pg = matches!(self.pool, crate::Pool::Postgres(_));
+        let new_bytes = new.to_bytes().to_vec();
+        let done = dispatch!(self, p => {
+            let mut tx = p.begin_write().await?;
+            if is_pg {
+                sqlx::query("SELECT key_id FROM master_key_check FOR UPDATE")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            }
+            let mut stale = 0i64;
+            for table in SECRET_TABLES {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {table} WHERE private_key_enc IS NOT NULL \
+                     AND substr(private_key_enc, 3, 8) <> $1"
+                );
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(new_bytes.clone())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                stale += n;
+            }
+            if stale > 0 {
+                tx.rollback().await?;
+                false
+            } else {
+                sqlx::query("DELETE FROM master_key_check WHERE key_id <> $1")
+                    .bind(new.to_hex())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE master_key_check SET state = 'current' WHERE key_id = $1")
+                    .bind(new.to_hex())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                true
+            }
+        });
+        Ok(done)
     }
 
     /// One pass over one table; returns how many rows it re-sealed.

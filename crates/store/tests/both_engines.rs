@@ -451,6 +451,352 @@ async fn secrets_under_an_unknown_key_are_reported(engine: Engine) {
 }
 both!(secrets_under_an_unknown_key_are_reported);
 
+// ------------------------------------------- rotation while a node is running
+
+/// The plaintext stored under certificate `i` in the rotation tests.
+fn cert_secret(i: u32) -> Vec<u8> {
+    format!("cert-secret-{i}").into_bytes()
+}
+
+fn cert_fp(i: u32) -> String {
+    format!("{i:040X}")
+}
+
+/// Asserts that `s` opens certificates `0..n` with their own plaintexts.
+async fn assert_certs_readable(s: &Store, range: std::ops::Range<u32>) {
+    for i in range {
+        let got = s.certificates().private_key(&cert_fp(i)).await.unwrap();
+        assert_eq!(got.unwrap().expose(), cert_secret(i).as_slice(), "cert {i}");
+    }
+}
+
+/// A node whose key is the key file in the data folder: `TestDb` opens with
+/// an explicit key, so the test writes it where `siegel serve` would find it.
+fn write_key_file(db: &TestDb) -> bool {
+    // `rotate_key_file` refuses when the key comes from the environment.
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
+        return false;
+    }
+    db.key.write_file(&db.dir.join(MASTER_KEY_FILE)).unwrap();
+    true
+}
+
+async fn running_node_follows_a_key_file_rotation(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    if !write_key_file(&db) {
+        return db.finish().await;
+    }
+    // Node A, the running gateway; a clone stands for another of its tasks.
+    let a = db.store();
+    let a_task = a.clone();
+    for i in 0..5 {
+        a.certificates()
+            .insert(&new_key(
+                "a@example.com",
+                &cert_fp(i),
+                Some(&cert_secret(i)),
+            ))
+            .await
+            .unwrap();
+    }
+    a.pgp_keys()
+        .insert(&new_key("a@example.com", "AAAABBBBCCCCDDDD", Some(b"pgp")))
+        .await
+        .unwrap();
+    a.domain_keys()
+        .insert(&NewDomainKey {
+            domain: "example.com".into(),
+            kind: DomainKeyKind::Smime,
+            ownership: Ownership::Own,
+            fingerprint: "1234123412341234".into(),
+            material: vec![1],
+            private_key: Some(SecretBytes::new(b"domain".to_vec())),
+        })
+        .await
+        .unwrap();
+    let old_id = a.master_key_id();
+
+    // Node B, the `siegel master-key rotate` process, on the same data dir.
+    let b = db.open().await.unwrap();
+    assert_eq!(b.rotate_key_file(&db.dir).await.unwrap().re_encrypted, 7);
+    let new_id = b.master_key_id();
+    assert_ne!(new_id, old_id);
+    b.close().await;
+
+    // A's first contact after the rotation is a write: it learns the new key
+    // from the key file and seals under it, not under the retired one.
+    a_task
+        .certificates()
+        .insert(&new_key(
+            "a@example.com",
+            &cert_fp(5),
+            Some(&cert_secret(5)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(a.master_key_id(), new_id, "all clones share the keyring");
+    // A reads everything B re-sealed, without reopening.
+    assert_certs_readable(a, 0..6).await;
+    assert_eq!(
+        a.pgp_keys()
+            .private_key("AAAABBBBCCCCDDDD")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"pgp"
+    );
+    assert_eq!(
+        a.domain_keys()
+            .private_key("1234123412341234")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"domain"
+    );
+    let report = a.check().await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    // A node holding only the new key reads A's post-rotation secret: it
+    // really is under the new key (the old key's row is gone, so that node
+    // does not learn the old key from master.key.old).
+    let new_only = db
+        .open_with(MasterKey::read_file(&db.dir.join(MASTER_KEY_FILE)).unwrap())
+        .await
+        .unwrap();
+    assert_certs_readable(&new_only, 0..6).await;
+    new_only.close().await;
+    db.finish().await;
+}
+both!(running_node_follows_a_key_file_rotation);
+
+async fn running_node_learns_the_key_on_read(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    if !write_key_file(&db) {
+        return db.finish().await;
+    }
+    let a = db.store();
+    a.certificates()
+        .insert(&new_key(
+            "a@example.com",
+            &cert_fp(0),
+            Some(&cert_secret(0)),
+        ))
+        .await
+        .unwrap();
+    let b = db.open().await.unwrap();
+    b.rotate_key_file(&db.dir).await.unwrap();
+    // First contact is a read of a secret under a key A does not hold yet.
+    assert_certs_readable(a, 0..1).await;
+    assert_eq!(a.master_key_id(), b.master_key_id());
+    b.close().await;
+    db.finish().await;
+}
+both!(running_node_learns_the_key_on_read);
+
+async fn key_found_nowhere_is_a_clear_error(engine: Engine) {
+    // A node keyed by environment: no key file in its data folder.
+    let db = TestDb::new(engine).await;
+    let a = db.store();
+    a.certificates()
+        .insert(&new_key(
+            "a@example.com",
+            &cert_fp(0),
+            Some(&cert_secret(0)),
+        ))
+        .await
+        .unwrap();
+    let b = db.open().await.unwrap();
+    let new = MasterKey::generate().unwrap();
+    b.rotate_master_key(&new).await.unwrap();
+    // A stray key file that the store does not name is not trusted.
+    MasterKey::generate()
+        .unwrap()
+        .write_file(&db.dir.join(STAGED_KEY_FILE))
+        .unwrap();
+    let err = a.certificates().private_key(&cert_fp(0)).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::UnknownKeyId(id) if *id == new.id().to_hex()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("restart"), "{err}");
+    // Writing under the retired key is refused, not stored as garbage.
+    let err = a
+        .certificates()
+        .insert(&new_key(
+            "a@example.com",
+            &cert_fp(1),
+            Some(&cert_secret(1)),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownKeyId(_)), "{err}");
+    assert_eq!(
+        a.certificates().by_fingerprint(&cert_fp(1)).await.unwrap(),
+        None,
+        "the refused insert left no row"
+    );
+    // Once the operator puts the new key where the node looks, it recovers.
+    std::fs::remove_file(db.dir.join(STAGED_KEY_FILE)).unwrap();
+    new.write_file(&db.dir.join(STAGED_KEY_FILE)).unwrap();
+    assert_certs_readable(a, 0..1).await;
+    assert_eq!(a.master_key_id(), new.id());
+    b.close().await;
+    db.finish().await;
+}
+both!(key_found_nowhere_is_a_clear_error);
+
+async fn rotation_with_a_concurrent_writer(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    if !write_key_file(&db) {
+        return db.finish().await;
+    }
+    let a = db.store().clone();
+    // More than one rotation batch before the rotation starts.
+    const BEFORE: u32 = 450;
+    const MIN_DURING: u32 = 50;
+    const ROTATIONS: usize = 3;
+    for i in 0..BEFORE {
+        a.certificates()
+            .insert(&new_key(
+                "a@example.com",
+                &cert_fp(i),
+                Some(&cert_secret(i)),
+            ))
+            .await
+            .unwrap();
+    }
+    let b = db.open().await.unwrap();
+    // The writer keeps going until the rotations are over, so its writes
+    // fall before, between and after the rotations' passes and final steps.
+    let rotating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (a, rotating) = (a.clone(), rotating.clone());
+        tokio::spawn(async move {
+            let mut i = BEFORE;
+            while rotating.load(std::sync::atomic::Ordering::SeqCst) || i < BEFORE + MIN_DURING {
+                a.certificates()
+                    .insert(&new_key(
+                        "w@example.com",
+                        &cert_fp(i),
+                        Some(&cert_secret(i)),
+                    ))
+                    .await
+                    .unwrap();
+                // Reads interleave with the re-sealing too.
+                assert_certs_readable(&a, i - 1..i + 1).await;
+                i += 1;
+            }
+            i
+        })
+    };
+    let rotator = {
+        let (b, dir, rotating) = (b.clone(), db.dir.clone(), rotating.clone());
+        tokio::spawn(async move {
+            for _ in 0..ROTATIONS {
+                b.rotate_key_file(&dir).await.unwrap();
+            }
+            rotating.store(false, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    rotator.await.unwrap();
+    let end = writer.await.unwrap();
+    let new = MasterKey::read_file(&db.dir.join(MASTER_KEY_FILE)).unwrap();
+    assert_eq!(b.master_key_id(), new.id());
+    // Every secret readable by A, and none left under an old key.
+    assert_certs_readable(&a, 0..end).await;
+    assert_eq!(a.master_key_id(), new.id());
+    let report = a.check().await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let new_only = db.open_with(new).await.unwrap();
+    assert_certs_readable(&new_only, 0..end).await;
+    new_only.close().await;
+    b.close().await;
+    db.finish().await;
+}
+both!(rotation_with_a_concurrent_writer);
+
+const ROTATE_CHILD_URL: &str = "SIEGEL_STORE_ROTATE_CHILD_URL";
+
+/// Waits (up to 60 s) for a marker file another process creates.
+async fn wait_for_file(path: &std::path::Path) {
+    for _ in 0..600 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// The child half of `env_keyed_node_follows_rotation_via_key_file`: a
+/// running node keyed by `SIEGEL_MASTER_KEY`, told where a rotated key will
+/// be (`SIEGEL_MASTER_KEY_FILE`). Returns at once unless that test started it.
+#[tokio::test]
+async fn child_env_keyed_node() {
+    let Ok(url) = std::env::var(ROTATE_CHILD_URL) else {
+        return;
+    };
+    let dir = PathBuf::from(std::env::var("SIEGEL_STORE_CHILD_DIR").unwrap());
+    let store = Store::connect(&url, &dir).await.unwrap();
+    store
+        .certificates()
+        .insert(&new_key(
+            "a@example.com",
+            &cert_fp(0),
+            Some(&cert_secret(0)),
+        ))
+        .await
+        .unwrap();
+    std::fs::write(dir.join("ready"), b"").unwrap();
+    wait_for_file(&dir.join("rotated")).await;
+    // Same process, no restart: reads the re-sealed secret, writes a new one.
+    assert_certs_readable(&store, 0..1).await;
+    store
+        .certificates()
+        .insert(&new_key(
+            "a@example.com",
+            &cert_fp(1),
+            Some(&cert_secret(1)),
+        ))
+        .await
+        .unwrap();
+    assert!(store.check().await.unwrap().is_ok());
+    store.close().await;
+}
+
+async fn env_keyed_node_follows_rotation_via_key_file(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let new = MasterKey::generate().unwrap();
+    // The operator puts the new key where the nodes look, outside the data
+    // folder, before rotating.
+    let key_file = db.dir.join("elsewhere").join("next.key");
+    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
+    new.write_file(&key_file).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_env_keyed_node", "--test-threads", "1"])
+        .env(ROTATE_CHILD_URL, &db.url)
+        .env("SIEGEL_STORE_CHILD_DIR", &db.dir)
+        .env(MASTER_KEY_ENV, db.key.to_base64().as_str())
+        .env(MASTER_KEY_FILE_ENV, &key_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&db.dir.join("ready")).await;
+    db.store().rotate_master_key(&new).await.unwrap();
+    std::fs::write(db.dir.join("rotated"), b"").unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "child failed: {status}");
+    // The child's post-rotation secret is under the new key.
+    let new_only = db.open_with(new).await.unwrap();
+    assert_certs_readable(&new_only, 0..2).await;
+    new_only.close().await;
+    db.finish().await;
+}
+both!(env_keyed_node_follows_rotation_via_key_file);
+
 // ------------------------------------------------------- two real processes
 
 const CHILD_URL: &str = "SIEGEL_STORE_CHILD_URL";

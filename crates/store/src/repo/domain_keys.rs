@@ -4,9 +4,10 @@
 use siegel_types::normalise_domain;
 
 use super::{normalise_fingerprint, text_enum, unix_now};
+use crate::BeginWrite;
 use crate::crypto::SecretBytes;
 use crate::error::unique;
-use crate::maintenance::seal_context;
+use crate::maintenance::{KeyCheckRow, seal_context};
 use crate::{Store, StoreError, dispatch};
 
 text_enum!(
@@ -110,20 +111,30 @@ impl DomainKeys<'_> {
                 "partner domain keys carry no private key",
             ));
         }
-        let sealed = match &key.private_key {
-            Some(secret) => Some(
-                self.store
-                    .keyring()
-                    .seal(&seal_context(TABLE, &fingerprint), secret.expose())?,
-            ),
-            None => None,
-        };
+        let context = seal_context(TABLE, &fingerprint);
         let sql = format!(
             "INSERT INTO domain_keys (domain, kind, ownership, fingerprint, material, \
              private_key_enc, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
         );
+        // The seal and the insert share one write transaction that first
+        // reads the key rows: a rotation can then neither finish between
+        // them nor miss this secret (see `Store::sealing_keyring`).
         let row: Row = dispatch!(self.store, p => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            let mut tx = p.begin_write().await?;
+            let sealed = match &key.private_key {
+                Some(secret) => {
+                    let rows: Vec<KeyCheckRow> = sqlx::query_as(self.store.key_rows_sql())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    Some(
+                        self.store
+                            .sealing_keyring(&rows)?
+                            .seal(&context, secret.expose())?,
+                    )
+                }
+                None => None,
+            };
+            let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(&domain)
                 .bind(key.kind.as_str())
                 .bind(key.ownership.as_str())
@@ -131,9 +142,11 @@ impl DomainKeys<'_> {
                 .bind(&key.material)
                 .bind(sealed)
                 .bind(unix_now())
-                .fetch_one(p)
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(unique("domain key"))?
+                .map_err(unique("domain key"))?;
+            tx.commit().await?;
+            row
         });
         from_row(row)
     }
@@ -164,8 +177,8 @@ impl DomainKeys<'_> {
             None => Ok(None),
             Some(sealed) => self
                 .store
-                .keyring()
-                .open(TABLE, &seal_context(TABLE, &fingerprint), &sealed)
+                .open_secret(TABLE, &seal_context(TABLE, &fingerprint), &sealed)
+                .await
                 .map(Some),
         }
     }

@@ -5,9 +5,10 @@
 use siegel_types::Address;
 
 use super::{check_text, normalise_fingerprint, stored_address, text_enum, unix_now};
+use crate::BeginWrite;
 use crate::crypto::SecretBytes;
 use crate::error::unique;
-use crate::maintenance::seal_context;
+use crate::maintenance::{KeyCheckRow, seal_context};
 use crate::{Store, StoreError, dispatch};
 
 text_enum!(
@@ -192,21 +193,31 @@ impl Keys<'_> {
             _ => {}
         }
         let table = self.table.table();
-        let sealed = match &key.private_key {
-            Some(secret) => Some(
-                self.store
-                    .keyring()
-                    .seal(&seal_context(table, &fingerprint), secret.expose())?,
-            ),
-            None => None,
-        };
+        let context = seal_context(table, &fingerprint);
         let sql = format!(
             "INSERT INTO {table} (address, fingerprint, issuer, serial, not_before, not_after, \
              key_usage, source_kind, source_message_id, material, private_key_enc, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
         );
+        // The seal and the insert share one write transaction that first
+        // reads the key rows: a rotation can then neither finish between
+        // them nor miss this secret (see `Store::sealing_keyring`).
         let row: Row = dispatch!(self.store, p => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            let mut tx = p.begin_write().await?;
+            let sealed = match &key.private_key {
+                Some(secret) => {
+                    let rows: Vec<KeyCheckRow> = sqlx::query_as(self.store.key_rows_sql())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    Some(
+                        self.store
+                            .sealing_keyring(&rows)?
+                            .seal(&context, secret.expose())?,
+                    )
+                }
+                None => None,
+            };
+            let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(key.address.as_str())
                 .bind(&fingerprint)
                 .bind(&key.issuer)
@@ -219,9 +230,11 @@ impl Keys<'_> {
                 .bind(&key.material)
                 .bind(sealed)
                 .bind(unix_now())
-                .fetch_one(p)
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(unique(self.table.what()))?
+                .map_err(unique(self.table.what()))?;
+            tx.commit().await?;
+            row
         });
         from_row(self.table, row)
     }
@@ -273,8 +286,8 @@ impl Keys<'_> {
             None => Ok(None),
             Some(sealed) => self
                 .store
-                .keyring()
-                .open(table, &seal_context(table, &fingerprint), &sealed)
+                .open_secret(table, &seal_context(table, &fingerprint), &sealed)
+                .await
                 .map(Some),
         }
     }
