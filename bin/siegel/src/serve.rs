@@ -140,11 +140,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     let directory = siegel_pipeline::policy::StoreDirectory(store.clone());
+    let tracking = siegel_store::TrackingWriter::spawn(store.clone());
     let policy_env = Arc::new(siegel_pipeline::PolicyEnv {
         settings: policy_settings,
         registry,
-        directory: Some(Arc::new(directory.clone())),
-        tracker: Some(Arc::new(directory)),
+        directory: Some(Arc::new(directory)),
+        tracker: Some(Arc::new(tracking.clone())),
         smime: Some(mpki),
     });
     let pipeline = Arc::new(siegel_pipeline::Pipeline::standard_with(
@@ -155,7 +156,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(forward_delivery_events(
         events_rx,
-        store.clone(),
+        tracking,
         config.smtp.hostname.clone(),
     ));
     tokio::spawn(siegel_smtp_out::run_with_events(
@@ -191,32 +192,38 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 /// decision. A record that cannot be stored is logged; delivery goes on.
 async fn forward_delivery_events(
     mut events: tokio::sync::mpsc::UnboundedReceiver<siegel_smtp_out::DeliveryEvent>,
-    store: siegel_store::Store,
+    writer: siegel_store::TrackingWriter,
     node: String,
 ) {
-    while let Some(e) = events.recv().await {
+    let mut batch = Vec::new();
+    while events.recv_many(&mut batch, 512).await > 0 {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        let detail = siegel_pipeline::policy::one_line(&e.detail, 4096);
-        let event = siegel_store::TrackingEvent {
-            message_id: e.message_id,
-            queue_id: e.queue_id,
-            recipient: e.recipient,
-            method: e.result.to_owned(),
-            key_fingerprint: None,
-            reason: if detail.trim().is_empty() {
-                "-".to_owned()
-            } else {
-                detail
-            },
-            at,
-            node: node.clone(),
-        };
-        if let Err(error) = store.tracking().record(&event).await {
-            tracing::error!(target: "siegel::policy", queue_id = %event.queue_id, %error, "cannot record the delivery result");
-        }
+        let records = batch
+            .drain(..)
+            .map(|e| {
+                let detail = siegel_pipeline::policy::one_line(&e.detail, 4096);
+                siegel_store::TrackingEvent {
+                    message_id: e.message_id,
+                    queue_id: e.queue_id,
+                    recipient: e.recipient,
+                    method: e.result.to_owned(),
+                    key_fingerprint: None,
+                    reason: if detail.trim().is_empty() {
+                        "-".to_owned()
+                    } else {
+                        detail
+                    },
+                    at,
+                    node: node.clone(),
+                }
+            })
+            .collect();
+        // Delivery must not wait for the audit trail: the writer stores the
+        // batch with the next group commit and logs a failure.
+        writer.submit(records);
     }
 }
 

@@ -623,12 +623,10 @@ impl Pipeline {
                 .iter()
                 .map(|(a, c)| policy::queued_event(envelope, a, c, now, &self.hostname)),
         );
-        if let Some(tracker) = &self.env.tracker {
-            for e in events {
-                if let Err(error) = tracker.record(e).await {
-                    tracing::error!(target: POLICY_LOG, queue_id = %envelope.id, %error, "cannot record the decision for tracking");
-                }
-            }
+        if let Some(tracker) = &self.env.tracker
+            && let Err(error) = tracker.record_all(events).await
+        {
+            tracing::error!(target: POLICY_LOG, queue_id = %envelope.id, %error, "cannot record the decisions for tracking");
         }
         let confidential = p
             .classification

@@ -88,7 +88,8 @@ pub trait KeyDirectory: Send + Sync {
 
 /// Where decisions and their reasons are recorded (message tracking).
 pub trait TrackingSink: Send + Sync {
-    fn record<'a>(&'a self, event: TrackingEvent) -> BoxFuture<'a, Result<(), String>>;
+    /// Stores every event of one mail; returns once they are stored.
+    fn record_all<'a>(&'a self, events: Vec<TrackingEvent>) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// The key directory and tracking over Siegel's store.
@@ -137,15 +138,22 @@ impl KeyDirectory for StoreDirectory {
 }
 
 impl TrackingSink for StoreDirectory {
-    fn record<'a>(&'a self, event: TrackingEvent) -> BoxFuture<'a, Result<(), String>> {
+    fn record_all<'a>(&'a self, events: Vec<TrackingEvent>) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             self.0
                 .tracking()
-                .record(&event)
+                .record_many(&events)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+/// The gateway's tracker: decisions of concurrent mails share one commit.
+impl TrackingSink for siegel_store::TrackingWriter {
+    fn record_all<'a>(&'a self, events: Vec<TrackingEvent>) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(siegel_store::TrackingWriter::record_all(self, events))
     }
 }
 

@@ -19,6 +19,7 @@ pub mod crypto;
 mod error;
 mod maintenance;
 pub mod repo;
+mod tracking_writer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -39,6 +40,7 @@ pub use crypto::{
 pub use error::StoreError;
 pub use maintenance::{CheckReport, RotationReport, restore_sqlite};
 pub use repo::*;
+pub use tracking_writer::TrackingWriter;
 
 /// The default database file inside the data folder.
 pub const DEFAULT_DB_FILE: &str = "siegel.db";

@@ -1334,6 +1334,92 @@ async fn tracking_round_trip(engine: Engine) {
 }
 both!(tracking_round_trip);
 
+fn numbered_event(queue_id: &QueueId, n: usize) -> TrackingEvent {
+    TrackingEvent {
+        message_id: Some(format!("<m{n}@example.com>")),
+        queue_id: queue_id.clone(),
+        recipient: addr(&format!("r{n}@partner.example")),
+        method: "tls_only".into(),
+        key_fingerprint: None,
+        reason: format!("decision {n}"),
+        at: 1_750_000_000,
+        node: "node-a".into(),
+    }
+}
+
+/// Many events in one transaction: more than one multi-row INSERT, kept in
+/// order, and all or nothing when one of them is invalid.
+async fn tracking_record_many(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let tracking = db.store().tracking();
+    let queue_id = QueueId::generate();
+    let events: Vec<_> = (0..1_234).map(|n| numbered_event(&queue_id, n)).collect();
+    assert_eq!(tracking.record_many(&events).await.unwrap(), 1_234);
+    let got = tracking.for_queue_id(&queue_id).await.unwrap();
+    assert_eq!(got.len(), 1_234);
+    assert!(got.iter().enumerate().all(|(n, r)| r.event == events[n]));
+
+    let other = QueueId::generate();
+    let mut batch: Vec<_> = (0..10).map(|n| numbered_event(&other, n)).collect();
+    batch[7].method = String::new();
+    assert!(matches!(
+        tracking.record_many(&batch).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(tracking.for_queue_id(&other).await.unwrap().is_empty());
+    assert_eq!(tracking.record_many(&[]).await.unwrap(), 0);
+    db.finish().await;
+}
+both!(tracking_record_many);
+
+/// The group-committing writer: many concurrent callers, each told only
+/// after its events are stored, and every event stored exactly once.
+async fn tracking_writer_group_commit(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let writer = siegel_store::TrackingWriter::spawn(db.store().clone());
+    let queue_id = QueueId::generate();
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let writer = writer.clone();
+        let queue_id = queue_id.clone();
+        let store = db.store().clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let n = t * 100 + i;
+                writer
+                    .record_all(vec![numbered_event(&queue_id, n)])
+                    .await
+                    .unwrap();
+                // Acknowledged means stored: visible to a reader at once.
+                let mine = store
+                    .tracking()
+                    .for_message_id(&format!("<m{n}@example.com>"))
+                    .await
+                    .unwrap();
+                assert_eq!(mine.len(), 1, "event {n} acknowledged but not stored");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    writer.submit(vec![numbered_event(&queue_id, 9_999)]);
+    let mut bad = numbered_event(&queue_id, 10_000);
+    bad.reason = String::new();
+    assert!(
+        writer.record_all(vec![bad]).await.is_err(),
+        "an invalid event is reported to its caller"
+    );
+    let got = db.store().tracking().for_queue_id(&queue_id).await.unwrap();
+    assert_eq!(
+        got.len(),
+        201,
+        "200 acknowledged events and the submitted one"
+    );
+    db.finish().await;
+}
+both!(tracking_writer_group_commit);
+
 async fn settings_round_trip(engine: Engine) {
     let db = TestDb::new(engine).await;
     let settings = db.store().settings();

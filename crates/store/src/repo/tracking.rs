@@ -4,7 +4,7 @@
 use siegel_types::{Address, QueueId};
 
 use super::{check_text, stored_address};
-use crate::{Store, StoreError, dispatch};
+use crate::{BeginWrite, Store, StoreError, dispatch};
 
 /// One decision about one recipient of one mail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +70,24 @@ fn from_row(r: Row) -> Result<TrackingRecord, StoreError> {
     })
 }
 
+/// Rows per multi-row INSERT in [`Tracking::record_many`]: 8 binds a row
+/// stays far below SQLite's 32,766 bind limit.
+const MANY_ROWS: usize = 500;
+
+/// Checks an event before it is stored; returns its normalised fingerprint.
+fn validate(e: &TrackingEvent) -> Result<Option<String>, StoreError> {
+    if let Some(id) = &e.message_id {
+        check_text("message_id", id, 998)?;
+    }
+    check_text("method", &e.method, 64)?;
+    check_text("reason", &e.reason, 4096)?;
+    check_text("node", &e.node, 255)?;
+    e.key_fingerprint
+        .as_deref()
+        .map(super::normalise_fingerprint)
+        .transpose()
+}
+
 /// The tracking repository.
 pub struct Tracking<'a> {
     pub(crate) store: &'a Store,
@@ -78,17 +96,7 @@ pub struct Tracking<'a> {
 impl Tracking<'_> {
     /// Appends an event; returns its id.
     pub async fn record(&self, e: &TrackingEvent) -> Result<i64, StoreError> {
-        if let Some(id) = &e.message_id {
-            check_text("message_id", id, 998)?;
-        }
-        check_text("method", &e.method, 64)?;
-        check_text("reason", &e.reason, 4096)?;
-        check_text("node", &e.node, 255)?;
-        let fingerprint = e
-            .key_fingerprint
-            .as_deref()
-            .map(super::normalise_fingerprint)
-            .transpose()?;
+        let fingerprint = validate(e)?;
         Ok(dispatch!(self.store, p => {
             sqlx::query_scalar(
                 "INSERT INTO tracking (message_id, queue_id, recipient, method, key_fingerprint, \
@@ -105,6 +113,40 @@ impl Tracking<'_> {
             .fetch_one(p)
             .await?
         }))
+    }
+
+    /// Appends several events in one transaction (one commit, so one fsync
+    /// on SQLite): the pipeline records a decision per recipient and the
+    /// delivery side a result per attempt, and a commit each would make the
+    /// audit trail the bottleneck of the relay. All or nothing.
+    pub async fn record_many(&self, events: &[TrackingEvent]) -> Result<u64, StoreError> {
+        let fingerprints = events.iter().map(validate).collect::<Result<Vec<_>, _>>()?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut inserted = 0;
+        dispatch!(self.store, p => {
+            let mut tx = p.begin_write().await?;
+            for (chunk, fps) in events.chunks(MANY_ROWS).zip(fingerprints.chunks(MANY_ROWS)) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO tracking (message_id, queue_id, recipient, method, key_fingerprint, \
+                     reason, at, node) ",
+                );
+                qb.push_values(chunk.iter().zip(fps), |mut b, (e, fp)| {
+                    b.push_bind(e.message_id.clone())
+                        .push_bind(e.queue_id.as_str().to_owned())
+                        .push_bind(e.recipient.as_str().to_owned())
+                        .push_bind(e.method.clone())
+                        .push_bind(fp.clone())
+                        .push_bind(e.reason.clone())
+                        .push_bind(e.at)
+                        .push_bind(e.node.clone());
+                });
+                inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(inserted)
     }
 
     /// Events for one queue id, in order.
