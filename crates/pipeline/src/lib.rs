@@ -49,8 +49,10 @@ const SPLITTING: &str = "policy: writing copies";
 /// larger than this are abuse, and stages must not make us read 100 MB.
 pub const MAX_HEADER_BLOCK: usize = 256 * 1024;
 
-/// How many mails the worker processes at the same time.
-const WORKERS: usize = 4;
+/// How many mails the worker processes at the same time. Most of a mail's
+/// time in the pipeline is spent waiting for the store (key lookups, the
+/// tracking commit), not on the CPU, so this is well above the core count.
+const WORKERS: usize = 16;
 
 /// How long the worker waits before retrying a mail after a temporary failure.
 const RETRY_DELAY: Duration = Duration::from_secs(60);

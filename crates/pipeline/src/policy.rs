@@ -108,14 +108,17 @@ impl KeyDirectory for StoreDirectory {
                 reason: e.to_string(),
             };
             let store = &self.0;
-            let certs = store.certificates().for_address(rcpt).await.map_err(fail)?;
-            let pgp = store.pgp_keys().for_address(rcpt).await.map_err(fail)?;
-            let domain = store
-                .domain_keys()
-                .for_domain(rcpt.domain())
-                .await
-                .map_err(fail)?;
-            let account = store.gina().by_address(rcpt).await.map_err(fail)?;
+            // Four independent lookups: asked at once, so a mail waits for
+            // the slowest, not for the sum.
+            let (certificates, pgp_keys) = (store.certificates(), store.pgp_keys());
+            let (domain_keys, gina) = (store.domain_keys(), store.gina());
+            let (certs, pgp, domain, account) = tokio::try_join!(
+                certificates.for_address(rcpt),
+                pgp_keys.for_address(rcpt),
+                domain_keys.for_domain(rcpt.domain()),
+                gina.by_address(rcpt),
+            )
+            .map_err(fail)?;
             let domain_key = |kind: DomainKeyKind| {
                 domain
                     .iter()
