@@ -192,9 +192,11 @@ pub(crate) async fn run(
         };
         tokio::select! {
             Some(id) = recv(&mut ready) => {
-                if let Some(flags) = running.get_mut(&id) {
-                    flags.retry = true;
-                } else {
+                // A mail made ready just before start-up is found both by the
+                // recovery scan and on this channel: the second notice is a
+                // duplicate. It must neither force a retry of a delivery in
+                // progress nor replace a retry already scheduled.
+                if !running.contains_key(&id) && !planned.contains_key(&id) {
                     plan(&mut heap, &mut planned, id, 0);
                 }
             }

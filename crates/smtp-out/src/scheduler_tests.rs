@@ -404,3 +404,56 @@ async fn delivery_results_are_sent_as_events() {
     assert_eq!(got[1].1, "bounced");
     assert!(got[1].2.contains("550 5.1.1"), "{:?}", got[1]);
 }
+
+/// Regression: a mail made ready just before the scheduler starts is found
+/// both by the recovery scan and on the ready channel. The duplicate notice
+/// used to force an immediate retry of the running delivery, so a 451 was
+/// retried within milliseconds instead of after the schedule.
+#[tokio::test]
+async fn duplicate_ready_notice_does_not_bypass_the_retry_schedule() {
+    let sink = Responder::start(Script::default()).await;
+    let script_replies = Script::default();
+    script_replies
+        .data_replies
+        .lock()
+        .unwrap()
+        .push_back("451 4.3.0 busy".into());
+    let busy = Responder::start(script_replies).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    spool.claim().unwrap();
+    let mut env = envelope("alice@gw.test", &["bob@remote.test"]);
+    env.received_at = unix_now();
+    let id = spool.inject(env, MAIL).await.unwrap();
+    let state = spool.load(&id).unwrap().state;
+    spool.mark_ready(&id, state).await.unwrap(); // buffered on the channel
+    let counters = Arc::new(Counters::default());
+    tokio::spawn(run(
+        Arc::new(settings(&sink, &busy)),
+        spool.clone(),
+        counters.clone(),
+        None,
+    ));
+    let h = Harness {
+        spool,
+        counters,
+        _dir: dir,
+    };
+    h.wait_for("the deferral to be saved", |h| {
+        h.spool.load(&id).is_ok_and(|e| {
+            matches!(
+                &e.state.recipients[0],
+                RcptState::Deferred { attempts: 1, .. }
+            )
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        busy.messages().len(),
+        1,
+        "the retry must wait for the schedule (2 s), not follow at once"
+    );
+    h.wait_for("delivery", |h| h.spool.is_empty()).await;
+    assert_eq!(busy.messages().len(), 2);
+}
