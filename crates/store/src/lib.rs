@@ -212,6 +212,9 @@ impl Store {
             url: redact(url),
             reason,
         };
+        // Held on SQLite until the master key is verified (its check value
+        // may be written by whichever node is first).
+        let mut open_lock = None;
         let store = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| bad(e.to_string()))?
@@ -222,14 +225,16 @@ impl Store {
                 .busy_timeout(Duration::from_secs(30));
             let file = options.get_filename().to_owned();
             let in_memory = file.as_os_str().is_empty() || file == Path::new(":memory:");
+            let sqlite_path = (!in_memory).then_some(file);
+            let lock = sqlite_open_lock(sqlite_path.as_deref()).await?;
             // Every pooled connection to `:memory:` would be its own empty
             // database, so an in-memory store gets exactly one connection.
             let pool = SqlitePoolOptions::new()
                 .max_connections(if in_memory { 1 } else { 8 })
                 .connect_with(options)
                 .await?;
-            let sqlite_path = (!in_memory).then_some(file);
-            migrate_sqlite(&pool, sqlite_path.as_deref()).await?;
+            migrate_sqlite(&pool).await?;
+            open_lock = lock;
             Store {
                 pool: Pool::Sqlite(pool),
                 keys: Arc::new(RwLock::new(Keyring::new(key))),
@@ -258,6 +263,7 @@ impl Store {
             return Err(bad("scheme must be sqlite: or postgres:".into()));
         };
         store.verify_master_key().await?;
+        drop(open_lock);
         Ok(store)
     }
 
@@ -308,12 +314,14 @@ impl Store {
     }
 }
 
-/// Applies the SQLite migrations under an exclusive lock on a file next to
-/// the database. sqlx takes no lock on SQLite, so two processes starting at
-/// once would both try to create the tables; the file lock makes the second
-/// wait and then find everything applied.
-async fn migrate_sqlite(pool: &SqlitePool, file: Option<&Path>) -> Result<(), StoreError> {
-    let _lock = match file {
+/// Takes an exclusive lock on a file next to the SQLite database for the
+/// first connection and the migrations. sqlx takes no lock on SQLite, and a
+/// brand-new database switching to WAL while another process does the same
+/// can fail with "database is locked" at once (the busy handler does not
+/// cover that switch); under the lock the second node waits, then finds the
+/// database in WAL mode with every migration applied.
+async fn sqlite_open_lock(file: Option<&Path>) -> Result<Option<std::fs::File>, StoreError> {
+    let lock = match file {
         Some(file) => {
             let mut lock_path = file.as_os_str().to_owned();
             lock_path.push(".migrate-lock");
@@ -340,6 +348,11 @@ async fn migrate_sqlite(pool: &SqlitePool, file: Option<&Path>) -> Result<(), St
         }
         None => None,
     };
+    Ok(lock)
+}
+
+/// Applies the SQLite migrations (under the lock of [`sqlite_open_lock`]).
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), StoreError> {
     migrator(SQLITE_MIGRATIONS)
         .run(pool)
         .await
