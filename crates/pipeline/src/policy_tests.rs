@@ -14,7 +14,8 @@ use crate::policy::{KeyDirectory, StoreDirectory, TrackingSink};
 /// 2026-11-29 18:00:00 UTC.
 const NOW: u64 = 1_795_975_200;
 
-fn envelope(direction: Direction, from: &str, rcpts: &[&str]) -> Envelope {
+/// A test envelope (also used by the S/MIME tests).
+pub(crate) fn envelope(direction: Direction, from: &str, rcpts: &[&str]) -> Envelope {
     Envelope {
         id: QueueId::generate(),
         mail_from: ReversePath::Address(Address::parse(from).unwrap()),

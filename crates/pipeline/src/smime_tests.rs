@@ -7,7 +7,6 @@
 use siegel_crypto::pki::{CaParams, KeyKind, UserParams};
 use siegel_crypto::smime::{self as cms, Verification};
 use siegel_store::{LicenceState, MasterKey, NewUser, SourceKind, Store};
-use siegel_types::{Origin, Recipient, ReversePath};
 
 use super::*;
 use crate::policy::{KeyDirectory, StoreDirectory, TrackingSink};
@@ -19,26 +18,8 @@ fn now() -> u64 {
 
 fn envelope(direction: Direction, from: &str, rcpts: &[&str]) -> Envelope {
     Envelope {
-        id: QueueId::generate(),
-        mail_from: ReversePath::Address(Address::parse(from).unwrap()),
-        recipients: rcpts
-            .iter()
-            .map(|r| Recipient::new(Address::parse(r).unwrap()))
-            .collect(),
-        direction,
-        origin: Origin::Smtp {
-            peer: "192.0.2.7:1234".into(),
-            helo: "client.example.org".into(),
-            tls: true,
-            auth: None,
-        },
-        received_at: 0,
-        size: 0,
-        body_8bit: false,
-        smtputf8: false,
-        env_id: None,
-        ret: None,
         message_id: Some("<m1@partner.example>".into()),
+        ..crate::policy_tests::envelope(direction, from, rcpts)
     }
 }
 
