@@ -14,7 +14,7 @@ use siegel_policy::{
     Classification, ClassificationRules, Decision, KeyRef, MethodKind, Outcome, Preference,
     RecipientFacts, Registry, Split, classify, decide_all, split,
 };
-use siegel_store::{DomainKeyKind, KeyRecord, PreferredMethod, Store, TrackingEvent};
+use siegel_store::{KeySummary, PreferredMethod, Store, TrackingEvent};
 use siegel_types::{Address, Envelope, QueueId};
 
 /// A boxed future, so that [`KeyDirectory`] and [`TrackingSink`] can be
@@ -84,6 +84,23 @@ pub trait KeyDirectory: Send + Sync {
         rcpt: &'a Address,
         now: u64,
     ) -> BoxFuture<'a, Result<RecipientKeys, DirectoryError>>;
+
+    /// The keys of every recipient of one mail, in order. The default asks
+    /// [`KeyDirectory::keys_for`] one by one; a directory that can answer
+    /// for all at once (one database round trip) overrides it.
+    fn keys_for_all<'a>(
+        &'a self,
+        rcpts: &'a [Address],
+        now: u64,
+    ) -> BoxFuture<'a, Result<Vec<RecipientKeys>, DirectoryError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(rcpts.len());
+            for r in rcpts {
+                out.push(self.keys_for(r, now).await?);
+            }
+            Ok(out)
+        })
+    }
 }
 
 /// Where decisions and their reasons are recorded (message tracking).
@@ -103,39 +120,47 @@ impl KeyDirectory for StoreDirectory {
         now: u64,
     ) -> BoxFuture<'a, Result<RecipientKeys, DirectoryError>> {
         Box::pin(async move {
-            let fail = |e: siegel_store::StoreError| DirectoryError {
+            let mut all = self.keys_for_all(std::slice::from_ref(rcpt), now).await?;
+            all.pop().ok_or_else(|| DirectoryError {
                 recipient: rcpt.clone(),
-                reason: e.to_string(),
-            };
-            let store = &self.0;
-            // Four independent lookups: asked at once, so a mail waits for
-            // the slowest, not for the sum.
-            let (certificates, pgp_keys) = (store.certificates(), store.pgp_keys());
-            let (domain_keys, gina) = (store.domain_keys(), store.gina());
-            let (certs, pgp, domain, account) = tokio::try_join!(
-                certificates.for_address(rcpt),
-                pgp_keys.for_address(rcpt),
-                domain_keys.for_domain(rcpt.domain()),
-                gina.by_address(rcpt),
-            )
-            .map_err(fail)?;
-            let domain_key = |kind: DomainKeyKind| {
-                domain
-                    .iter()
-                    .find(|k| k.kind == kind)
-                    .map(|k| KeyRef::valid(k.fingerprint.clone()))
-            };
-            Ok(RecipientKeys {
-                preference: account.map(|a| match a.preferred_method {
-                    PreferredMethod::Gina => Preference::Gina,
-                    PreferredMethod::Smime => Preference::Smime,
-                    PreferredMethod::Pgp => Preference::Pgp,
-                }),
-                smime: best_key(&certs, now),
-                pgp: best_key(&pgp, now),
-                domain_smime: domain_key(DomainKeyKind::Smime),
-                domain_pgp: domain_key(DomainKeyKind::Pgp),
+                reason: "the store answered for no recipient".to_owned(),
             })
+        })
+    }
+
+    /// One statement for all recipients of the mail
+    /// ([`Store::recipient_lookup`]).
+    fn keys_for_all<'a>(
+        &'a self,
+        rcpts: &'a [Address],
+        now: u64,
+    ) -> BoxFuture<'a, Result<Vec<RecipientKeys>, DirectoryError>> {
+        Box::pin(async move {
+            let Some(first) = rcpts.first() else {
+                return Ok(Vec::new());
+            };
+            let found = self
+                .0
+                .recipient_lookup(rcpts)
+                .await
+                .map_err(|e| DirectoryError {
+                    recipient: first.clone(),
+                    reason: e.to_string(),
+                })?;
+            Ok(found
+                .into_iter()
+                .map(|f| RecipientKeys {
+                    preference: f.preferred_method.map(|m| match m {
+                        PreferredMethod::Gina => Preference::Gina,
+                        PreferredMethod::Smime => Preference::Smime,
+                        PreferredMethod::Pgp => Preference::Pgp,
+                    }),
+                    smime: best_key(&f.certificates, now),
+                    pgp: best_key(&f.pgp_keys, now),
+                    domain_smime: f.domain_smime.map(KeyRef::valid),
+                    domain_pgp: f.domain_pgp.map(KeyRef::valid),
+                })
+                .collect())
         })
     }
 }
@@ -163,9 +188,9 @@ impl TrackingSink for siegel_store::TrackingWriter {
 /// The key to use among those stored for one address: the valid one that
 /// stays valid longest; when none is valid, the newest one with the reason,
 /// so the explanation can say "the certificate X expired" instead of "none".
-fn best_key(records: &[KeyRecord], now: u64) -> Option<KeyRef> {
+fn best_key(records: &[KeySummary], now: u64) -> Option<KeyRef> {
     let now = i64::try_from(now).unwrap_or(i64::MAX);
-    let why_invalid = |k: &KeyRecord| -> Option<String> {
+    let why_invalid = |k: &KeySummary| -> Option<String> {
         if k.revoked {
             Some("revoked".to_owned())
         } else if let Some(by) = &k.superseded_by {
@@ -178,7 +203,7 @@ fn best_key(records: &[KeyRecord], now: u64) -> Option<KeyRef> {
             None
         }
     };
-    // `for_address` returns the longest-valid first.
+    // The store answers the longest-valid first.
     if let Some(k) = records.iter().find(|k| why_invalid(k).is_none()) {
         return Some(KeyRef::valid(k.fingerprint.clone()));
     }
@@ -197,11 +222,7 @@ pub async fn load_keys(
     recipients: &[Address],
     now: u64,
 ) -> Result<Vec<RecipientKeys>, DirectoryError> {
-    let mut out = Vec::with_capacity(recipients.len());
-    for r in recipients {
-        out.push(directory.keys_for(r, now).await?);
-    }
-    Ok(out)
+    directory.keys_for_all(recipients, now).await
 }
 
 /// Combines classification, keys and knobs into the facts of each recipient.

@@ -14,6 +14,7 @@
 //! scheduler) and admin requests (from the CLI, via `control/`).
 
 mod commit;
+mod content;
 mod control;
 mod format;
 mod incoming;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use siegel_types::{Envelope, QueueId, SmtpReply};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+pub use content::{ContentReader, READ_WHOLE_UP_TO};
 pub use control::Control;
 pub use incoming::Incoming;
 
@@ -676,12 +678,13 @@ impl Spool {
         Ok(())
     }
 
-    /// The content: a file positioned at its first octet, and its length.
-    /// Read exactly that many octets; the envelope follows them in the file.
-    pub async fn open_content(&self, id: &QueueId) -> Result<(tokio::fs::File, u64), SpoolError> {
+    /// The content, positioned at its first octet, and its length. Read
+    /// exactly that many octets; the envelope follows them in the file. A
+    /// content of at most [`READ_WHOLE_UP_TO`] octets comes already read.
+    pub async fn open_content(&self, id: &QueueId) -> Result<(ContentReader, u64), SpoolError> {
         let this = self.clone();
         let id = id.clone();
-        let (file, len) = blocking(move || {
+        blocking(move || {
             let path = this.data_path(&id);
             let mut file = match File::open(&path) {
                 Ok(f) => f,
@@ -692,10 +695,24 @@ impl Spool {
             };
             let (_, len) = this.checked_envelope(&id, &mut file, &path)?;
             io::Seek::seek(&mut file, io::SeekFrom::Start(0)).map_err(io_err(&path))?;
-            Ok((file, len))
+            if len <= READ_WHOLE_UP_TO {
+                let mut bytes = Vec::with_capacity(len as usize);
+                io::Read::read_to_end(&mut io::Read::take(&mut file, len), &mut bytes)
+                    .map_err(io_err(&path))?;
+                if bytes.len() as u64 != len {
+                    return Err(SpoolError::Io {
+                        path,
+                        source: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "content shorter than recorded",
+                        ),
+                    });
+                }
+                return Ok((ContentReader::Memory(io::Cursor::new(bytes)), len));
+            }
+            Ok((ContentReader::File(tokio::fs::File::from_std(file)), len))
         })
-        .await??;
-        Ok((tokio::fs::File::from_std(file), len))
+        .await?
     }
 
     /// Ids of newly committed mails, in commit order. Only the first caller

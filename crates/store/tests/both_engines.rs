@@ -1643,3 +1643,89 @@ async fn default_store_is_sqlite_in_data_dir_with_key_file() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ------------------------------------------------------ recipient lookup
+
+async fn recipient_lookup_matches_the_single_lookups(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = db.store();
+    // b: two certificates (the later-expiring one must come first), one
+    // OpenPGP key, a portal preference; c@partner.example: nothing of its
+    // own but its domain has both domain keys; d@else.example: nothing.
+    let mut early = new_key("b@partner.example", "AAAA000000000001", None);
+    early.not_after = 1_750_000_000;
+    s.certificates().insert(&early).await.unwrap();
+    s.certificates()
+        .insert(&new_key("b@partner.example", "AAAA000000000002", None))
+        .await
+        .unwrap();
+    s.certificates().revoke("AAAA000000000002").await.unwrap();
+    s.pgp_keys()
+        .insert(&new_key("b@partner.example", "BBBB000000000001", None))
+        .await
+        .unwrap();
+    for (kind, fp) in [
+        (DomainKeyKind::Smime, "DDDD000000000001"),
+        (DomainKeyKind::Pgp, "DDDD000000000002"),
+    ] {
+        s.domain_keys()
+            .insert(&NewDomainKey {
+                domain: "partner.example".into(),
+                kind,
+                ownership: Ownership::Partner,
+                fingerprint: fp.into(),
+                material: vec![1],
+                private_key: None,
+            })
+            .await
+            .unwrap();
+    }
+    s.gina()
+        .insert(&gina_account("b@partner.example"))
+        .await
+        .unwrap();
+    s.gina()
+        .set_preferred_method(&addr("b@partner.example"), PreferredMethod::Pgp)
+        .await
+        .unwrap();
+    let rcpts = [
+        addr("b@partner.example"),
+        addr("c@partner.example"),
+        addr("d@else.example"),
+    ];
+    let got = s.recipient_lookup(&rcpts).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let b = &got[0];
+    let singles = s.certificates().for_address(&rcpts[0]).await.unwrap();
+    let fps: Vec<&str> = b
+        .certificates
+        .iter()
+        .map(|k| k.fingerprint.as_str())
+        .collect();
+    let want: Vec<&str> = singles.iter().map(|k| k.fingerprint.as_str()).collect();
+    assert_eq!(fps, want, "same keys in the same order as for_address");
+    assert_eq!(fps, ["AAAA000000000002", "AAAA000000000001"]);
+    assert!(b.certificates[0].revoked && !b.certificates[1].revoked);
+    assert_eq!(b.certificates[1].not_after, 1_750_000_000);
+    assert_eq!(b.pgp_keys.len(), 1);
+    assert_eq!(b.preferred_method, Some(PreferredMethod::Pgp));
+    assert_eq!(b.domain_smime.as_deref(), Some("DDDD000000000001"));
+    assert_eq!(b.domain_pgp.as_deref(), Some("DDDD000000000002"));
+    let c = &got[1];
+    assert!(c.certificates.is_empty() && c.pgp_keys.is_empty());
+    assert_eq!(c.preferred_method, None);
+    assert_eq!(c.domain_pgp.as_deref(), Some("DDDD000000000002"));
+    assert_eq!(got[2], RecipientLookup::default());
+    // Many recipients (more than one statement's worth) keep their order.
+    let many: Vec<Address> = (0..450)
+        .map(|i| addr(&format!("r{i}@partner.example")))
+        .chain([addr("b@partner.example")])
+        .collect();
+    let got = s.recipient_lookup(&many).await.unwrap();
+    assert_eq!(got.len(), 451);
+    assert_eq!(got[450].pgp_keys.len(), 1);
+    assert!(got[449].pgp_keys.is_empty());
+    assert_eq!(got[0].domain_smime.as_deref(), Some("DDDD000000000001"));
+    db.finish().await;
+}
+both!(recipient_lookup_matches_the_single_lookups);

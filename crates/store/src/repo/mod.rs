@@ -6,6 +6,7 @@ mod domain_keys;
 mod gina;
 mod keys;
 mod licences;
+mod lookup;
 mod settings;
 mod tracking;
 mod users;
@@ -14,6 +15,7 @@ pub use domain_keys::{DomainKey, DomainKeyKind, DomainKeys, NewDomainKey, Owners
 pub use gina::{FailedLogin, Gina, GinaAccount, NewGinaAccount, PASSWORD_HISTORY, PreferredMethod};
 pub use keys::{KeyRecord, KeyTable, Keys, NewKey, SourceKind};
 pub use licences::{Licence, Licences, NewLicence};
+pub use lookup::{KeySummary, RecipientLookup};
 pub use settings::Settings;
 pub use tracking::{Tracking, TrackingEvent, TrackingRecord};
 pub use users::{LicenceState, NewUser, User, Users};
