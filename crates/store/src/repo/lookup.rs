@@ -54,6 +54,19 @@ type Row = (
     Option<String>,
 );
 
+/// A [`Row`] with the row id it is ordered by.
+type OrderedRow = (
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    bool,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
 impl Store {
     /// The facts about every recipient, in the order given.
     pub async fn recipient_lookup(
@@ -139,17 +152,7 @@ impl Store {
                FROM gina_accounts WHERE address IN ({a}) \
              ORDER BY 1, 2, 5 DESC, 9 DESC"
         );
-        let rows: Vec<(
-            String,
-            String,
-            Option<String>,
-            i64,
-            i64,
-            bool,
-            Option<String>,
-            Option<String>,
-            i64,
-        )> = dispatch!(self, p => {
+        let rows: Vec<OrderedRow> = dispatch!(self, p => {
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
             for x in &addresses {
                 q = q.bind(*x);
@@ -161,7 +164,7 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(|(s, k, f, nb, na, r, sb, pr, _)| (s, k, f, nb, na, r, sb, pr))
+            .map(|(s, k, f, nb, na, r, sb, pr, _id)| (s, k, f, nb, na, r, sb, pr))
             .collect())
     }
 }
