@@ -35,6 +35,7 @@ pub use conn::Timeouts;
 pub use error::{ScanError, Scanner, Step};
 pub use filter::{Filter, FilterError};
 pub use result::{Skip, SpamReport, SpamScan, VirusScan};
+pub use siegel_types::SpamScore;
 pub use spamd::{BadUser, Spamd, SpamdCommand};
 pub use verdict::{
     Action, FilterVerdict, Header, RELEASED_HEADER, Reason, Rules, SPAM_HEADER, VIRUS_HEADER,

@@ -243,6 +243,19 @@ impl SpamdSession {
                     });
                 }
             };
+            if eof && buf.is_empty() {
+                // Not a word: the connection failed, whatever the daemon is.
+                return Err(match self.closed.take() {
+                    Some(w) => self.conn.io_error(Step::Sending, w),
+                    None => self.conn.io_error(
+                        Step::Reading,
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "closed without answering",
+                        ),
+                    ),
+                });
+            }
             match reply::parse(&buf, eof) {
                 Ok(Progress::NeedMore) if !eof => continue,
                 other => break other,
