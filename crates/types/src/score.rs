@@ -58,8 +58,7 @@ impl FromStr for SpamScore {
         if int.is_empty() && frac.is_empty() {
             return Err(bad());
         }
-        if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
+        if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
         // Leading zeros are harmless, but an absurdly long number is not a
@@ -129,7 +128,17 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_score() {
         for bad in [
-            "", "-", ".", "1e3", "inf", "NaN", "5,0", "5 .0", "--1", "0x10", "99999999999",
+            "",
+            "-",
+            ".",
+            "1e3",
+            "inf",
+            "NaN",
+            "5,0",
+            "5 .0",
+            "--1",
+            "0x10",
+            "99999999999",
             "1.2.3",
         ] {
             assert!(bad.parse::<SpamScore>().is_err(), "{bad:?} accepted");

@@ -147,8 +147,10 @@ pub fn parse(buf: &[u8], at_eof: bool) -> Result<Progress, ReplyError> {
     if buf.len() > MAX_REPLY {
         return Err(protocol(format!("answer longer than {MAX_REPLY} octets")));
     }
+    // An unfinished line is refused as soon as it cannot fit any more (the
+    // `+ 1` leaves room for its CR), with the message a finished one gets.
     let Some((status, mut at)) = line(buf, 0) else {
-        if buf.len() > MAX_LINE {
+        if buf.len() > MAX_LINE + 1 {
             return Err(protocol("status line too long"));
         }
         return incomplete("before the status line ended");
@@ -168,7 +170,7 @@ pub fn parse(buf: &[u8], at_eof: bool) -> Result<Progress, ReplyError> {
     let mut headers = 0;
     loop {
         let Some((header, next)) = line(buf, at) else {
-            if buf.len() - at > MAX_LINE {
+            if buf.len() - at > MAX_LINE + 1 {
                 return Err(protocol("header line too long"));
             }
             return incomplete("in the headers");
@@ -177,9 +179,12 @@ pub fn parse(buf: &[u8], at_eof: bool) -> Result<Progress, ReplyError> {
         if header.is_empty() {
             break;
         }
+        if header.len() > MAX_LINE {
+            return Err(protocol("header line too long"));
+        }
         headers += 1;
-        if headers > MAX_HEADERS || header.len() > MAX_LINE {
-            return Err(protocol("too many or too long header lines"));
+        if headers > MAX_HEADERS {
+            return Err(protocol("too many header lines"));
         }
         let text = std::str::from_utf8(header)
             .map_err(|_| protocol(format!("header is not UTF-8: {:?}", shown(header))))?;
@@ -329,10 +334,10 @@ mod tests {
 
     #[test]
     fn endless_lines_are_cut_off() {
-        let long = vec![b'S'; MAX_LINE + 1];
+        let long = vec![b'S'; MAX_LINE + 2];
         assert!(matches!(parse(&long, false), Err(ReplyError::Protocol(_))));
         let mut headers = b"SPAMD/1.1 0 EX_OK\r\n".to_vec();
-        headers.extend(std::iter::repeat_n(b'x', MAX_LINE + 1));
+        headers.extend(std::iter::repeat_n(b'x', MAX_LINE + 2));
         assert!(matches!(
             parse(&headers, false),
             Err(ReplyError::Protocol(_))
