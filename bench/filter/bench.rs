@@ -186,6 +186,7 @@ fn main() -> Result<(), Error> {
     let n_clam = env("BENCH_MAILS", 1000);
     let n_spam = env("BENCH_SPAM_MAILS", 200);
     let parallel = env("BENCH_PARALLEL", 4);
+    let rounds = env("BENCH_ROUNDS", 3).max(1);
     let clamd = Daemon::start("clamd", &[])?;
     let spamd = Daemon::start("spamd", &["--children", &parallel.to_string()])?;
     let mails: Arc<Vec<Vec<u8>>> = Arc::new((0..64).map(mail).collect());
@@ -216,27 +217,32 @@ fn main() -> Result<(), Error> {
 
     for p in [1, parallel] {
         // clamd alone: our INSTREAM vs `clamdscan --stream -` per mail.
-        let c = clam.clone();
-        let a = ours(&rt, n_clam, p, &mails, move |m, i| {
-            let c = c.clone();
-            async move {
-                match c.scan(&m[i][..], m[i].len() as u64).await? {
-                    VirusScan::Clean => Ok(()),
-                    other => Err(format!("clamd: {other:?}").into()),
+        // Cheap enough for interleaved rounds, the best of each kept (the
+        // machine is shared; noise only ever slows a round down).
+        let (mut a, mut b) = (0f64, 0f64);
+        for _ in 0..rounds {
+            let c = clam.clone();
+            a = a.max(ours(&rt, n_clam, p, &mails, move |m, i| {
+                let c = c.clone();
+                async move {
+                    match c.scan(&m[i][..], m[i].len() as u64).await? {
+                        VirusScan::Clean => Ok(()),
+                        other => Err(format!("clamd: {other:?}").into()),
+                    }
                 }
-            }
-        })?;
-        let b = threads(n_clam, p, |i| {
-            let m = &mails[i % mails.len()];
-            run(
-                Command::new("clamdscan")
-                    .args(["--no-summary", "--stream", "--quiet"])
-                    .arg(format!("--config-file={}", conf.display()))
-                    .arg("-"),
-                m,
-                0,
-            )
-        })?;
+            })?);
+            b = b.max(threads(n_clam, p, |i| {
+                let m = &mails[i % mails.len()];
+                run(
+                    Command::new("clamdscan")
+                        .args(["--no-summary", "--stream", "--quiet"])
+                        .arg(format!("--config-file={}", conf.display()))
+                        .arg("-"),
+                    m,
+                    0,
+                )
+            })?);
+        }
         line("clamd", p, n_clam, a, b);
 
         // spamd alone: our SYMBOLS vs `spamc -y` per mail.
