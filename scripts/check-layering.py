@@ -28,6 +28,9 @@ FORBIDDEN = {
     "siegel-pipeline": {"siegel-smtp-in", "siegel-smtp-out", "siegel-admin"},
     "siegel-admin": {"siegel-smtp-in", "siegel-smtp-out", "siegel-pipeline"},
     "siegel-store": {"siegel-smtp-in", "siegel-smtp-out", "siegel-pipeline", "siegel-spool", "siegel-admin"},
+    # The filter is a library the pipeline calls; it knows the spool only for
+    # the quarantine (held entries) and never the mail path around it.
+    "siegel-filter": {"siegel-smtp-in", "siegel-smtp-out", "siegel-pipeline", "siegel-admin", "siegel-store"},
 }
 
 problems = []

@@ -16,6 +16,7 @@ import pytest
 
 from harness import certs
 from harness.postfix import Postfix
+from harness.scanners import Clamd, Spamd
 from harness.siegel import Siegel, base_config, deep_merge
 from harness.sinkctl import Sink
 
@@ -134,6 +135,35 @@ def postfix_factory():
     for p in instances:
         p.stop()
         p.cleanup()
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory) -> Clamd:
+    """A private clamd (database: EICAR and a custom test signature) on
+    loopback and a Unix socket; `.tcp`/`.unix` are `[filter] clamd` values.
+    Shared by the session: scanning keeps no state."""
+    d = Clamd(tmp_path_factory.mktemp("clamd"))
+    d.start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="session")
+def spamd(tmp_path_factory) -> Spamd:
+    """A private spamd (packaged rules, offline, no user config); `.tcp`
+    and `.unix` are `[filter] spamd` values. Shared by the session: it takes
+    seconds to start."""
+    d = Spamd(tmp_path_factory.mktemp("spamd"))
+    d.start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def scanners(clamd, spamd) -> dict:
+    """Both daemons as a `[filter]` config section for make_siegel:
+    `make_siegel(..., filter=scanners)`."""
+    return {"clamd": clamd.unix, "spamd": spamd.tcp}
 
 
 @pytest.fixture

@@ -36,6 +36,12 @@ pub enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// Mail the filter quarantined (virus, spam, unscannable): list,
+    /// release, delete. Works whether the gateway runs or not.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
     /// The store (SQLite in the data folder, or PostgreSQL).
     Db {
         #[command(subcommand)]
@@ -184,6 +190,20 @@ pub enum QueueAction {
     /// Deliver a deferred mail now.
     Retry { id: String },
     /// Remove a mail from the queue without delivering it (no bounce).
+    Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineAction {
+    /// One line per quarantined mail, with the reason.
+    List,
+    /// Envelope, reason and per-recipient state of one quarantined mail.
+    Show { id: String },
+    /// Send the mail on: it runs through the pipeline again (decryption,
+    /// signing, encryption still apply) and is delivered whatever the
+    /// scanners say, marked `X-Siegel-Quarantine: released`.
+    Release { id: String },
+    /// Remove the mail without delivering it (no bounce).
     Delete { id: String },
 }
 

@@ -8,6 +8,7 @@ mod db_cmd;
 mod logging;
 mod pki_cmd;
 mod policy_cmd;
+mod quarantine_cmd;
 mod queue_cmd;
 mod serve;
 mod tls;
@@ -30,6 +31,9 @@ fn main() -> ExitCode {
         cli::Command::Serve => serve::run(cli.config.as_deref()),
         cli::Command::Config { action } => config_cmd::run(cli.config.as_deref(), action),
         cli::Command::Queue { action } => queue_cmd::run(cli.config.as_deref(), action),
+        cli::Command::Quarantine { action } => {
+            with_config(cli.config.as_deref(), |c| quarantine_cmd::run(c, action))
+        }
         cli::Command::PasswordHash => auth::print_hash_from_stdin(),
         cli::Command::Db { action } => {
             with_config(cli.config.as_deref(), |c| db_cmd::db(c, action))

@@ -55,7 +55,7 @@ pub fn run(config_path: Option<&Path>, action: QueueAction) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn parse_id(id: &str) -> anyhow::Result<QueueId> {
+pub(crate) fn parse_id(id: &str) -> anyhow::Result<QueueId> {
     id.parse::<QueueId>().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -68,7 +68,7 @@ fn rcpt_word(state: &RcptState) -> &'static str {
     }
 }
 
-fn summary(entry: &Entry) -> String {
+pub(crate) fn summary(entry: &Entry) -> String {
     let env = &entry.envelope;
     let rcpts: Vec<String> = env
         .recipients
@@ -86,7 +86,7 @@ fn summary(entry: &Entry) -> String {
     )
 }
 
-fn details(entry: &Entry) -> String {
+pub(crate) fn details(entry: &Entry) -> String {
     let env = &entry.envelope;
     let mut out = String::new();
     out.push_str(&format!("id:          {}\n", env.id));

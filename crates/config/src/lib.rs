@@ -39,6 +39,7 @@ pub struct Config {
     pub policy: Policy,
     pub mpki: Mpki,
     pub smime: Smime,
+    pub filter: Filter,
 }
 
 /// `[server]`
@@ -251,6 +252,85 @@ pub enum SmimeCipher {
     Gcm,
 }
 
+/// `[filter]`: virus and spam scanning by clamd and spamd, over their own
+/// protocols. Each scanner is off until its address is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// clamd (INSTREAM); `None` = no virus scanning.
+    pub clamd: Option<ScannerAddress>,
+    /// spamd (SPAMC/1.5); `None` = no spam scanning.
+    pub spamd: Option<ScannerAddress>,
+    /// The `User:` spamd is asked to scan as (its per-user settings, when
+    /// spamd has any); `None` = spamd's default user.
+    pub spamd_user: Option<String>,
+    /// What happens to a mail with a virus.
+    pub virus_action: VirusAction,
+    /// What happens to a mail spamd calls spam.
+    pub spam_action: SpamAction,
+    /// Reject whatever scores at least this, whatever `spam_action` says:
+    /// quarantining certain spam only fills the quarantine.
+    pub spam_reject_score: Option<siegel_types::SpamScore>,
+    /// Mail going these ways is virus-scanned.
+    pub virus_directions: Vec<siegel_types::Direction>,
+    /// Mail going these ways is spam-scanned.
+    pub spam_directions: Vec<siegel_types::Direction>,
+    /// Larger mail is not sent to clamd; it counts as unscanned.
+    pub virus_max_scan_size: u64,
+    /// Larger mail is not sent to spamd and is delivered marked unscanned
+    /// (spamc's rule: big mail is rarely spam, scanning it is slow).
+    pub spam_max_scan_size: u64,
+    /// Longest wait for a scanner to accept the connection.
+    pub connect_timeout: Duration,
+    /// Longest time one scan may take, sending and answer included.
+    pub scan_timeout: Duration,
+    /// `false`: a mail that could not be scanned is never delivered (it
+    /// waits while a scanner is down; too large for clamd, it is
+    /// quarantined). `true`: it is delivered, marked unscanned.
+    pub fail_open: bool,
+}
+
+/// Where a scanner daemon listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScannerAddress {
+    /// `host:port`, normalised like next hops.
+    Tcp(String),
+    /// A Unix socket (absolute path).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ScannerAddress {
+    /// The form it is configured in: `tcp:host:port` or `unix:/path`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(hp) => write!(f, "tcp:{hp}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// What happens to a mail in which clamd found a virus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VirusAction {
+    /// Refuse it: a bounce with the reason (at SMTP time once smtp-in
+    /// scans during DATA).
+    #[default]
+    Reject,
+    /// Keep it held in the quarantine for an administrator.
+    Quarantine,
+}
+
+/// What happens to a mail that spamd calls spam.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpamAction {
+    /// Deliver it with `X-Siegel-Spam: yes`, for the mail server's rules.
+    #[default]
+    Tag,
+    /// Keep it held in the quarantine for an administrator.
+    Quarantine,
+    /// Refuse it with a bounce.
+    Reject,
+}
+
 /// `[queue]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queue {
@@ -447,6 +527,24 @@ impl Config {
             smime: Smime {
                 trust_bundles: Vec::new(),
                 cipher: SmimeCipher::Cbc,
+            },
+            filter: Filter {
+                clamd: None,
+                spamd: None,
+                spamd_user: None,
+                virus_action: VirusAction::Reject,
+                spam_action: SpamAction::Tag,
+                spam_reject_score: None,
+                virus_directions: vec![
+                    siegel_types::Direction::Inbound,
+                    siegel_types::Direction::Outbound,
+                ],
+                spam_directions: vec![siegel_types::Direction::Inbound],
+                virus_max_scan_size: 50 * 1024 * 1024,
+                spam_max_scan_size: 500 * 1024,
+                connect_timeout: Duration::from_secs(5),
+                scan_timeout: Duration::from_secs(120),
+                fail_open: false,
             },
         }
     }
@@ -733,6 +831,27 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
     };
     s.finish(cx);
 
+    let mut s = root.table(cx, "filter");
+    let df = d.filter;
+    let virus_directions = s.list(cx, "virus_directions", df.virus_directions, direction);
+    let spam_directions = s.list(cx, "spam_directions", df.spam_directions, direction);
+    let filter = Filter {
+        clamd: s.opt(cx, "clamd", df.clamd, text(values::parse_scanner)),
+        spamd: s.opt(cx, "spamd", df.spamd, text(values::parse_scanner)),
+        spamd_user: s.opt(cx, "spamd_user", df.spamd_user, spamd_user),
+        virus_action: s.get(cx, "virus_action", df.virus_action, virus_action),
+        spam_action: s.get(cx, "spam_action", df.spam_action, spam_action),
+        spam_reject_score: s.opt(cx, "spam_reject_score", df.spam_reject_score, spam_score),
+        virus_directions: dedup(cx, "filter.virus_directions", virus_directions),
+        spam_directions: dedup(cx, "filter.spam_directions", spam_directions),
+        virus_max_scan_size: s.get(cx, "virus_max_scan_size", df.virus_max_scan_size, size),
+        spam_max_scan_size: s.get(cx, "spam_max_scan_size", df.spam_max_scan_size, size),
+        connect_timeout: s.get(cx, "connect_timeout", df.connect_timeout, duration),
+        scan_timeout: s.get(cx, "scan_timeout", df.scan_timeout, duration),
+        fail_open: s.get(cx, "fail_open", df.fail_open, boolean),
+    };
+    s.finish(cx);
+
     root.finish(cx);
     Config {
         server,
@@ -748,6 +867,7 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
         policy,
         mpki,
         smime,
+        filter,
     }
 }
 
@@ -848,6 +968,8 @@ fn validate(c: &Config, cx: &mut Cx<'_>) {
             "not set although `domains.internal` is: mail for internal domains goes to their MX, which may be this gateway (a loop)",
         );
     }
+    validate_filter(c, cx);
+
     if !c.smtp.submission.listen.is_empty() && c.smtp.submission.users.is_empty() {
         cx.warn(
             "smtp.submission.listen",
@@ -856,10 +978,121 @@ fn validate(c: &Config, cx: &mut Cx<'_>) {
     }
 }
 
+/// The scanner settings only matter with a scanner; a setting for an absent
+/// one is most likely a half-finished configuration, so say so.
+fn validate_filter(c: &Config, cx: &mut Cx<'_>) {
+    let f = &c.filter;
+    let d = Config::defaults().filter;
+    // Changed from the default (the example sets every key to its default,
+    // which is no sign of a half-finished configuration).
+    let changed = [
+        (
+            "clamd",
+            f.clamd.is_some(),
+            "virus_action",
+            f.virus_action != d.virus_action,
+        ),
+        (
+            "clamd",
+            f.clamd.is_some(),
+            "virus_directions",
+            f.virus_directions != d.virus_directions,
+        ),
+        (
+            "clamd",
+            f.clamd.is_some(),
+            "virus_max_scan_size",
+            f.virus_max_scan_size != d.virus_max_scan_size,
+        ),
+        (
+            "spamd",
+            f.spamd.is_some(),
+            "spamd_user",
+            f.spamd_user.is_some(),
+        ),
+        (
+            "spamd",
+            f.spamd.is_some(),
+            "spam_action",
+            f.spam_action != d.spam_action,
+        ),
+        (
+            "spamd",
+            f.spamd.is_some(),
+            "spam_reject_score",
+            f.spam_reject_score.is_some(),
+        ),
+        (
+            "spamd",
+            f.spamd.is_some(),
+            "spam_directions",
+            f.spam_directions != d.spam_directions,
+        ),
+        (
+            "spamd",
+            f.spamd.is_some(),
+            "spam_max_scan_size",
+            f.spam_max_scan_size != d.spam_max_scan_size,
+        ),
+    ];
+    for (scanner, configured, key, differs) in changed {
+        if !configured && differs {
+            cx.warn(
+                &format!("filter.{key}"),
+                format!("has no effect: `filter.{scanner}` is not set, so this scanner is off"),
+            );
+        }
+    }
+    if f.clamd.is_some()
+        && f.virus_directions.is_empty()
+        && !cx.has_problem_under("filter.virus_directions")
+    {
+        cx.warn(
+            "filter.virus_directions",
+            "is empty: `filter.clamd` is set but no mail is virus-scanned",
+        );
+    }
+    if f.spamd.is_some()
+        && f.spam_directions.is_empty()
+        && !cx.has_problem_under("filter.spam_directions")
+    {
+        cx.warn(
+            "filter.spam_directions",
+            "is empty: `filter.spamd` is set but no mail is spam-scanned",
+        );
+    }
+    if f.spam_action == SpamAction::Reject && f.spam_reject_score.is_some() {
+        cx.warn(
+            "filter.spam_reject_score",
+            "has no effect: with `spam_action = \"reject\"` all spam is rejected already",
+        );
+    }
+    if f.clamd.is_some() && !f.fail_open && f.virus_max_scan_size < c.smtp.max_message_size {
+        cx.warn(
+            "filter.virus_max_scan_size",
+            format!(
+                "is below `smtp.max_message_size` ({} < {} bytes): accepted mail above it cannot be virus-scanned \
+                 and goes to the quarantine",
+                f.virus_max_scan_size, c.smtp.max_message_size
+            ),
+        );
+    }
+    if f.scan_timeout < f.connect_timeout {
+        cx.error(
+            "filter.scan_timeout",
+            format!(
+                "is shorter than `filter.connect_timeout` ({}s < {}s): the connection alone may take longer",
+                f.scan_timeout.as_secs(),
+                f.connect_timeout.as_secs()
+            ),
+        );
+    }
+}
+
 /// Removes duplicates (keeping the first) and reports them; a repeated
 /// domain is harmless but usually a sign of a copy-paste mistake.
-fn dedup(cx: &mut Cx<'_>, key: &str, items: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(items.len());
+fn dedup<T: PartialEq + fmt::Debug>(cx: &mut Cx<'_>, key: &str, items: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
     for item in items {
         if out.contains(&item) {
             cx.warn(key, format!("{item:?} is listed more than once"));
@@ -975,6 +1208,66 @@ fn no_method(v: &DeValue<'_>) -> Result<NoMethod, String> {
         "hold" => Ok(NoMethod::Hold),
         other => Err(format!("expected \"bounce\" or \"hold\", found {other:?}")),
     }
+}
+
+fn direction(v: &DeValue<'_>) -> Result<siegel_types::Direction, String> {
+    match string(v)?.as_str() {
+        "inbound" => Ok(siegel_types::Direction::Inbound),
+        "outbound" => Ok(siegel_types::Direction::Outbound),
+        other => Err(format!(
+            "expected \"inbound\" or \"outbound\", found {other:?}"
+        )),
+    }
+}
+
+fn virus_action(v: &DeValue<'_>) -> Result<VirusAction, String> {
+    match string(v)?.as_str() {
+        "reject" => Ok(VirusAction::Reject),
+        "quarantine" => Ok(VirusAction::Quarantine),
+        other => Err(format!(
+            "expected \"reject\" or \"quarantine\", found {other:?}"
+        )),
+    }
+}
+
+fn spam_action(v: &DeValue<'_>) -> Result<SpamAction, String> {
+    match string(v)?.as_str() {
+        "tag" => Ok(SpamAction::Tag),
+        "quarantine" => Ok(SpamAction::Quarantine),
+        "reject" => Ok(SpamAction::Reject),
+        other => Err(format!(
+            "expected \"tag\", \"quarantine\" or \"reject\", found {other:?}"
+        )),
+    }
+}
+
+/// A score as an integer, a float or a string; zero or less would reject
+/// ordinary mail (most score around zero).
+fn spam_score(v: &DeValue<'_>) -> Result<siegel_types::SpamScore, String> {
+    let text = match v {
+        DeValue::Integer(i) if i.radix() == 10 => i.as_str().to_owned(),
+        DeValue::Float(f) => f.as_str().to_owned(),
+        DeValue::String(s) => s.to_string(),
+        _ => return Err("expected a score such as 15 or 12.5".to_owned()),
+    };
+    let score: siegel_types::SpamScore = text.parse().map_err(|e| format!("{e}"))?;
+    if score <= siegel_types::SpamScore::points(0) {
+        return Err(format!(
+            "must be greater than zero, found {score}: ordinary mail scores around zero and would be rejected"
+        ));
+    }
+    Ok(score)
+}
+
+/// spamd reads the user name from a header line: no spaces, no controls.
+fn spamd_user(v: &DeValue<'_>) -> Result<String, String> {
+    let u = non_empty(v)?;
+    if u.len() > 128 || !u.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{u:?} is not a user name spamd accepts (printable ASCII without spaces, at most 128 characters)"
+        ));
+    }
+    Ok(u)
 }
 
 fn tls_policy(v: &DeValue<'_>) -> Result<TlsPolicy, String> {

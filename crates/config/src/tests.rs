@@ -632,3 +632,220 @@ fn mpki_and_smime_sections_parse_and_refuse_nonsense() {
         assert!(Config::from_toml_str(bad, "<t>").is_err(), "{bad}");
     }
 }
+
+#[test]
+fn filter_section_is_read() {
+    let l = ok(r#"
+[filter]
+clamd = "unix:/run/clamav/clamd.ctl"
+spamd = "Spamd.Example:783"
+spamd_user = "siegel"
+virus_action = "quarantine"
+spam_action = "quarantine"
+spam_reject_score = 12.5
+virus_directions = ["inbound"]
+spam_directions = ["inbound", "outbound"]
+virus_max_scan_size = "100MiB"
+spam_max_scan_size = "1M"
+connect_timeout = "2s"
+scan_timeout = "30s"
+fail_open = true
+"#);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let f = l.config.filter;
+    assert_eq!(
+        f.clamd,
+        Some(ScannerAddress::Unix("/run/clamav/clamd.ctl".into()))
+    );
+    assert_eq!(
+        f.spamd,
+        Some(ScannerAddress::Tcp("spamd.example:783".into()))
+    );
+    assert_eq!(
+        f.spamd.as_ref().map(ToString::to_string).as_deref(),
+        Some("tcp:spamd.example:783")
+    );
+    assert_eq!(f.spamd_user.as_deref(), Some("siegel"));
+    assert_eq!(f.virus_action, VirusAction::Quarantine);
+    assert_eq!(f.spam_action, SpamAction::Quarantine);
+    assert_eq!(
+        f.spam_reject_score,
+        Some(siegel_types::SpamScore::from_thousandths(12_500))
+    );
+    assert_eq!(f.virus_directions, [siegel_types::Direction::Inbound]);
+    assert_eq!(f.spam_directions.len(), 2);
+    assert_eq!(f.virus_max_scan_size, 100 << 20);
+    assert_eq!(f.spam_max_scan_size, 1 << 20);
+    assert_eq!(f.connect_timeout, Duration::from_secs(2));
+    assert_eq!(f.scan_timeout, Duration::from_secs(30));
+    assert!(f.fail_open);
+
+    // The other spellings of an address and a score.
+    let f = ok("[filter]\nclamd = \"tcp:127.0.0.1:3310\"\nspamd = \"unix:/run/spamd.sock\"\nspam_reject_score = 15\n")
+        .config
+        .filter;
+    assert_eq!(f.clamd, Some(ScannerAddress::Tcp("127.0.0.1:3310".into())));
+    assert_eq!(
+        f.spamd,
+        Some(ScannerAddress::Unix("/run/spamd.sock".into()))
+    );
+    assert_eq!(
+        f.spam_reject_score,
+        Some(siegel_types::SpamScore::points(15))
+    );
+}
+
+#[test]
+fn filter_defaults_scan_nothing_until_a_scanner_is_set() {
+    let f = Config::defaults().filter;
+    assert_eq!((f.clamd, f.spamd), (None, None));
+    assert_eq!(f.virus_action, VirusAction::Reject);
+    assert_eq!(f.spam_action, SpamAction::Tag);
+    assert!(
+        !f.fail_open,
+        "unscanned mail must not be delivered by default"
+    );
+    assert_eq!(f.spam_max_scan_size, 500 * 1024);
+    assert_eq!(
+        f.virus_max_scan_size,
+        Config::defaults().smtp.max_message_size,
+        "by default every accepted mail fits the virus scan"
+    );
+}
+
+#[test]
+fn filter_problems_name_their_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[filter]\nclamd = \"unix:clamd.ctl\"",
+            "key `filter.clamd`",
+            "must be absolute",
+        ),
+        (
+            "[filter]\nclamd = \"127.0.0.1\"",
+            "key `filter.clamd`",
+            "missing port",
+        ),
+        (
+            "[filter]\nspamd = \"tcp:spamd:0\"",
+            "key `filter.spamd`",
+            "not a port",
+        ),
+        (
+            "[filter]\nvirus_action = \"tag\"",
+            "key `filter.virus_action`",
+            "\"reject\" or \"quarantine\"",
+        ),
+        (
+            "[filter]\nspam_action = \"drop\"",
+            "key `filter.spam_action`",
+            "\"tag\", \"quarantine\" or \"reject\"",
+        ),
+        (
+            "[filter]\nspam_reject_score = 0",
+            "key `filter.spam_reject_score`",
+            "greater than zero",
+        ),
+        (
+            "[filter]\nspam_reject_score = \"high\"",
+            "key `filter.spam_reject_score`",
+            "not a spam score",
+        ),
+        (
+            "[filter]\nspam_reject_score = true",
+            "key `filter.spam_reject_score`",
+            "expected a score",
+        ),
+        (
+            "[filter]\nvirus_directions = [\"in\"]",
+            "key `filter.virus_directions[0]`",
+            "\"inbound\" or \"outbound\"",
+        ),
+        (
+            "[filter]\nspamd_user = \"two words\"",
+            "key `filter.spamd_user`",
+            "not a user name",
+        ),
+        (
+            "[filter]\nvirus_max_scan_size = 0",
+            "key `filter.virus_max_scan_size`",
+            "greater than zero",
+        ),
+        (
+            "[filter]\nscan_timeout = \"5\"",
+            "key `filter.scan_timeout`",
+            "duration",
+        ),
+        (
+            "[filter]\nconnect_timeout = \"1m\"\nscan_timeout = \"30s\"",
+            "siegel.toml:3: key `filter.scan_timeout`",
+            "shorter than `filter.connect_timeout`",
+        ),
+        (
+            "[filter]\nfail_open = \"no\"",
+            "key `filter.fail_open`",
+            "true or false",
+        ),
+    ];
+    for (text, at, why) in cases {
+        let shown = one_problem(text);
+        assert!(
+            shown.contains(at) && shown.contains(why),
+            "{text:?}: {shown}"
+        );
+    }
+}
+
+#[test]
+fn filter_warns_about_settings_that_cannot_work() {
+    let l = ok(
+        "[filter]\nspam_action = \"reject\"\nvirus_action = \"quarantine\"\nvirus_directions = [\"inbound\", \"inbound\"]\n",
+    );
+    let w = l.warnings.join("\n");
+    assert!(
+        w.contains("key `filter.spam_action`: has no effect: `filter.spamd` is not set"),
+        "{w}"
+    );
+    assert!(
+        w.contains("key `filter.virus_action`: has no effect: `filter.clamd` is not set"),
+        "{w}"
+    );
+    assert!(
+        w.contains("key `filter.virus_directions`: Inbound is listed more than once"),
+        "{w}"
+    );
+
+    let l = ok("[filter]\nclamd = \"tcp:127.0.0.1:3310\"\nvirus_directions = []\n");
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("no mail is virus-scanned")),
+        "{:?}",
+        l.warnings
+    );
+
+    let l = ok("[smtp]\nmax_message_size = \"100M\"\n[filter]\nclamd = \"tcp:127.0.0.1:3310\"\n");
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("filter.virus_max_scan_size") && w.contains("quarantine")),
+        "{:?}",
+        l.warnings
+    );
+    // With fail_open the admin has chosen to deliver such mail unscanned.
+    let l = ok(
+        "[smtp]\nmax_message_size = \"100M\"\n[filter]\nclamd = \"tcp:127.0.0.1:3310\"\nfail_open = true\n",
+    );
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+
+    let l = ok(
+        "[filter]\nspamd = \"127.0.0.1:783\"\nspam_action = \"reject\"\nspam_reject_score = 20\n",
+    );
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("filter.spam_reject_score")),
+        "{:?}",
+        l.warnings
+    );
+}

@@ -135,6 +135,24 @@ pub(crate) fn parse_host_port(text: &str) -> Result<String, String> {
     Ok(format!("{host}:{port}"))
 }
 
+/// Parses a scanner daemon's address: `unix:/absolute/path`,
+/// `tcp:host:port`, or a bare `host:port` (TCP, as spamc writes it).
+pub(crate) fn parse_scanner(text: &str) -> Result<crate::ScannerAddress, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        let p = std::path::Path::new(path);
+        if !p.is_absolute() {
+            return Err(format!(
+                "the socket path in {text:?} must be absolute (e.g. \"unix:/run/clamav/clamd.ctl\")"
+            ));
+        }
+        return Ok(crate::ScannerAddress::Unix(p.to_owned()));
+    }
+    let hp = text.strip_prefix("tcp:").unwrap_or(text);
+    parse_host_port(hp)
+        .map(crate::ScannerAddress::Tcp)
+        .map_err(|m| format!("{m} (a scanner is \"tcp:host:port\" or \"unix:/path\")"))
+}
+
 /// A TCP port for a peer: 1..=65535 (port 0 means "any" when binding and is
 /// meaningless as a destination).
 fn parse_port(text: &str) -> Result<u16, String> {

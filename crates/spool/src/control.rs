@@ -6,6 +6,11 @@
 //! the gateway never reads half a request. The gateway polls the folder,
 //! hands each request to whoever took the control channel (the scheduler
 //! owns retries and deletions of queued mail) and deletes the file.
+//!
+//! `release <ID>` is the one request the spool carries out itself: a held
+//! entry belongs to nobody (the pipeline only takes `Received` entries, the
+//! scheduler only `Ready` ones), so sending it back to the pipeline needs no
+//! owner's say, only the received channel, which the spool holds.
 
 use std::path::Path;
 use std::sync::Weak;
@@ -46,6 +51,33 @@ impl Control {
     }
 }
 
+/// What a control file asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Handed to whoever took the control channel.
+    Control(Control),
+    /// Carried out by the spool: a held entry goes back to the pipeline.
+    Release(QueueId),
+}
+
+impl Request {
+    /// The control file's content.
+    pub(crate) fn encode(&self) -> String {
+        match self {
+            Self::Control(c) => c.encode(),
+            Self::Release(id) => format!("release {id}\n"),
+        }
+    }
+
+    /// Parses a control file's content; `None` for anything else.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        if let Some(id) = text.trim().strip_prefix("release ") {
+            return id.trim().parse().ok().map(Self::Release);
+        }
+        Control::parse(text).map(Self::Control)
+    }
+}
+
 /// How often the gateway looks for new requests.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -59,16 +91,32 @@ pub(crate) async fn poll(spool: Weak<Inner>, tx: UnboundedSender<Control>) {
         let found = tokio::task::spawn_blocking(move || read_requests(&dir))
             .await
             .unwrap_or_default();
-        for c in found {
-            if tx.send(c).is_err() {
-                return;
+        for request in found {
+            match request {
+                Request::Control(c) => {
+                    if tx.send(c).is_err() {
+                        return;
+                    }
+                }
+                Request::Release(id) => {
+                    let Some(inner) = spool.upgrade() else { return };
+                    let spool = crate::Spool { inner };
+                    match spool.release_now(&id).await {
+                        Ok(()) => {
+                            tracing::info!(queue_id = %id, "held mail released to the pipeline")
+                        }
+                        Err(error) => {
+                            tracing::warn!(queue_id = %id, %error, "release request not carried out")
+                        }
+                    }
+                }
             }
         }
     }
 }
 
 /// Reads and deletes every complete request file, oldest first.
-fn read_requests(dir: &Path) -> Vec<Control> {
+fn read_requests(dir: &Path) -> Vec<Request> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -84,7 +132,7 @@ fn read_requests(dir: &Path) -> Vec<Control> {
         match std::fs::read_to_string(&path)
             .ok()
             .as_deref()
-            .and_then(Control::parse)
+            .and_then(Request::parse)
         {
             Some(c) => out.push(c),
             None => {
@@ -109,5 +157,9 @@ mod tests {
         assert_eq!(Control::parse("retry ../../etc/passwd"), None);
         assert_eq!(Control::parse("explode 0123456789ABCDEF0123"), None);
         assert_eq!(Control::parse(""), None);
+        let release = Request::Release(QueueId::generate());
+        assert_eq!(Request::parse(&release.encode()), Some(release));
+        assert_eq!(Request::parse("release ../x"), None);
+        assert_eq!(Control::parse("release 0123456789ABCDEF0123"), None);
     }
 }

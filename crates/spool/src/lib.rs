@@ -64,6 +64,9 @@ pub enum SpoolError {
     /// The group-commit thread is gone (our bug, or the process is shutting down).
     #[error("the spool's commit thread has stopped")]
     CommitterStopped,
+    /// Only a held entry can be released; this one is elsewhere in its life.
+    #[error("queue entry {id} is {stage:?}, not Held")]
+    NotHeld { id: QueueId, stage: Stage },
     /// A blocking file task panicked or was cancelled (our bug).
     #[error("a spool background task failed: {0}")]
     Task(String),
@@ -178,6 +181,12 @@ pub(crate) struct Inner {
     /// The lock file while this instance serves the spool.
     lock: Mutex<Option<File>>,
 }
+
+/// Start of the note of an entry released from `Held` by an administrator;
+/// the note it had while held follows, so a stage can tell what was
+/// released (e.g. a quarantined mail, which the filter must not quarantine
+/// again).
+pub const RELEASED: &str = "released: ";
 
 /// How often `claim` retries (100 ms apart) before it reports AlreadyServed.
 const CLAIM_TRIES: u32 = 10;
@@ -767,7 +776,59 @@ impl Spool {
         }
     }
 
+    /// Sends a held entry back through the pipeline: an administrator's
+    /// decision about a quarantined or held mail. Its state becomes that of
+    /// a received mail (header additions and delivery attempts cleared,
+    /// recipient states kept) with the note `released: <note while held>`.
+    /// A running gateway gets the request as a control file and carries it
+    /// out within a second; a stopped one has the entry set to `Received`
+    /// here, and the pipeline's recovery takes it at the next start.
+    pub async fn release(&self, id: &QueueId) -> Result<(), SpoolError> {
+        let entry = self.load(id)?;
+        if entry.state.stage != Stage::Held {
+            return Err(SpoolError::NotHeld {
+                id: id.clone(),
+                stage: entry.state.stage,
+            });
+        }
+        if self.is_served() {
+            return self
+                .write_request(control::Request::Release(id.clone()))
+                .await;
+        }
+        self.release_now(id).await
+    }
+
+    /// Carries out a release (see [`Spool::release`]) in this process and
+    /// tells this process's pipeline.
+    pub(crate) async fn release_now(&self, id: &QueueId) -> Result<(), SpoolError> {
+        let entry = self.load(id)?;
+        if entry.state.stage != Stage::Held {
+            return Err(SpoolError::NotHeld {
+                id: id.clone(),
+                stage: entry.state.stage,
+            });
+        }
+        let mut state = entry.state;
+        state.stage = Stage::Received;
+        state.prepend.clear();
+        state.attempts = 0;
+        state.next_attempt = 0;
+        state.note = Some(format!(
+            "{RELEASED}{}",
+            state.note.as_deref().unwrap_or("held")
+        ));
+        self.save_state(id, &state).await?;
+        let _ = self.inner.received_tx.send(id.clone());
+        Ok(())
+    }
+
     async fn write_control(&self, c: &Control) -> Result<(), SpoolError> {
+        self.write_request(control::Request::Control(c.clone()))
+            .await
+    }
+
+    async fn write_request(&self, c: control::Request) -> Result<(), SpoolError> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())

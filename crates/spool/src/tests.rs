@@ -482,3 +482,78 @@ async fn lost_or_torn_ready_state_brings_the_entry_back_to_received() {
     }
     assert_eq!(content_of(&reopened, &torn).await, b"torn");
 }
+
+/// A held entry as the pipeline leaves it: a `Received:` line prepended and
+/// the reason in the note.
+async fn held(spool: &Spool, note: &str) -> QueueId {
+    let id = commit(spool, b"Subject: x\r\n\r\nbody\r\n").await;
+    let mut state = spool.load(&id).unwrap().state;
+    state.stage = Stage::Held;
+    state.prepend = "Received: from x by y\r\n".into();
+    state.note = Some(note.into());
+    spool.save_state(&id, &state).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn release_sends_a_held_entry_back_to_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut received = spool.take_received().unwrap();
+    let id = held(&spool, "quarantine: virus Eicar").await;
+    assert_eq!(received.recv().await, Some(id.clone()), "the commit itself");
+
+    spool.release(&id).await.unwrap();
+    let state = spool.load(&id).unwrap().state;
+    assert_eq!(state.stage, Stage::Received);
+    assert_eq!(
+        state.note.as_deref(),
+        Some("released: quarantine: virus Eicar")
+    );
+    assert!(
+        state.prepend.is_empty(),
+        "the pipeline adds its headers again"
+    );
+    assert_eq!(state.recipients.len(), 2);
+    let again = tokio::time::timeout(Duration::from_secs(5), received.recv()).await;
+    assert_eq!(
+        again.unwrap(),
+        Some(id.clone()),
+        "announced to the pipeline"
+    );
+    assert_eq!(content_of(&spool, &id).await, b"Subject: x\r\n\r\nbody\r\n");
+
+    // Released once, it is no longer held: a second release is refused.
+    match spool.release(&id).await {
+        Err(SpoolError::NotHeld { stage, .. }) => assert_eq!(stage, Stage::Received),
+        other => panic!("{other:?}"),
+    }
+    let missing = QueueId::generate();
+    assert!(matches!(
+        spool.release(&missing).await,
+        Err(SpoolError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn release_through_a_running_gateway_is_carried_out_by_its_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Spool::open(dir.path()).unwrap();
+    gateway.claim().unwrap();
+    let mut received = gateway.take_received().unwrap();
+    let mut control = gateway.take_control().unwrap();
+    let id = held(&gateway, "quarantine: spam").await;
+    assert_eq!(received.recv().await, Some(id.clone()));
+
+    let cli = Spool::open(dir.path()).unwrap();
+    cli.release(&id).await.unwrap();
+    // The CLI only wrote a request; the gateway's poller carries it out.
+    let got = tokio::time::timeout(Duration::from_secs(5), received.recv()).await;
+    assert_eq!(got.unwrap(), Some(id.clone()));
+    let state = gateway.load(&id).unwrap().state;
+    assert_eq!(state.stage, Stage::Received);
+    assert_eq!(state.note.as_deref(), Some("released: quarantine: spam"));
+    assert!(files_in(&dir.path().join("control")).is_empty());
+    // Not forwarded to the scheduler: it is none of its business.
+    assert!(control.try_recv().is_err());
+}

@@ -6,9 +6,11 @@ mod envelope;
 mod metrics;
 mod queue_id;
 mod reply;
+mod score;
 
 pub use address::{Address, AddressError, ReversePath, normalise_domain};
 pub use envelope::{Direction, DsnRet, Envelope, NotifyOn, Origin, Recipient};
 pub use metrics::Counters;
 pub use queue_id::{QueueId, QueueIdError};
 pub use reply::SmtpReply;
+pub use score::{SpamScore, SpamScoreError};
