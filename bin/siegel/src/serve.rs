@@ -55,6 +55,30 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             .map(|u| (u.name.clone(), u.password_hash.expose().to_owned())),
     )?;
 
+    let filter = if config.filter.clamd.is_some() || config.filter.spamd.is_some() {
+        let f = siegel_filter::Filter::from_config(&config.filter)
+            .map_err(|e| anyhow::anyhow!("filter.spamd_user: {e}"))?;
+        let show = |a: &Option<siegel_config::ScannerAddress>| {
+            a.as_ref()
+                .map_or_else(|| "off".to_owned(), ToString::to_string)
+        };
+        println!(
+            "siegel: filter: clamd {}, spamd {}",
+            show(&config.filter.clamd),
+            show(&config.filter.spamd)
+        );
+        Some(Arc::new(f))
+    } else {
+        None
+    };
+    let acceptance = match &filter {
+        Some(f) if config.filter.scan_at_smtp => Some(Arc::new(ScanAtSmtp {
+            filter: Arc::clone(f),
+            spool: spool.clone(),
+        })
+            as Arc<dyn siegel_smtp_in::AcceptanceCheck>),
+        _ => None,
+    };
     let smtp_in = Arc::new(siegel_smtp_in::Settings {
         hostname: config.smtp.hostname.clone(),
         listen: config.smtp.listen.clone(),
@@ -71,6 +95,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         max_errors: siegel_smtp_in::DEFAULT_MAX_ERRORS,
         tls: Some(server_tls.config.clone()),
         authenticator: Arc::new(authenticator),
+        acceptance,
     });
     let smtp_out = Arc::new(out_settings(&config)?);
     siegel_smtp_out::validate(&smtp_out).context("setting up delivery")?;
@@ -147,6 +172,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         directory: Some(Arc::new(directory)),
         tracker: Some(Arc::new(tracking.clone())),
         smime: Some(mpki),
+        filter,
     });
     let pipeline = Arc::new(siegel_pipeline::Pipeline::standard_with(
         config.smtp.hostname.clone(),
@@ -289,4 +315,31 @@ fn out_settings(config: &Config) -> anyhow::Result<siegel_smtp_out::Settings> {
         command_timeout: std::time::Duration::from_secs(300),
         nameservers: config.dns.nameservers.clone(),
     })
+}
+
+/// The virus and spam scan while the sending server waits for its answer
+/// ([`siegel_filter::at_smtp`]), as smtp-in's acceptance check.
+struct ScanAtSmtp {
+    filter: Arc<siegel_filter::Filter>,
+    spool: siegel_spool::Spool,
+}
+
+impl siegel_smtp_in::AcceptanceCheck for ScanAtSmtp {
+    fn check<'a>(
+        &'a self,
+        id: &'a siegel_types::QueueId,
+        direction: siegel_types::Direction,
+        recipients: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = siegel_smtp_in::Acceptance> + Send + 'a>>
+    {
+        Box::pin(async move {
+            use siegel_filter::at_smtp::{AtSmtp, check};
+            match check(&self.filter, &self.spool, id, direction, recipients).await {
+                AtSmtp::Accept => siegel_smtp_in::Acceptance::Accept,
+                AtSmtp::Refuse { code, status, text } => {
+                    siegel_smtp_in::Acceptance::Refuse { code, status, text }
+                }
+            }
+        })
+    }
 }

@@ -287,6 +287,10 @@ pub struct Filter {
     /// waits while a scanner is down; too large for clamd, it is
     /// quarantined). `true`: it is delivered, marked unscanned.
     pub fail_open: bool,
+    /// Scan before answering the SMTP client, so that a mail to refuse is
+    /// refused with a 550 reply (no bounce to a forged sender) and a scanner
+    /// that is down answers 451 (the sender retries).
+    pub scan_at_smtp: bool,
 }
 
 /// Where a scanner daemon listens.
@@ -545,6 +549,7 @@ impl Config {
                 connect_timeout: Duration::from_secs(5),
                 scan_timeout: Duration::from_secs(120),
                 fail_open: false,
+                scan_at_smtp: true,
             },
         }
     }
@@ -849,6 +854,7 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
         connect_timeout: s.get(cx, "connect_timeout", df.connect_timeout, duration),
         scan_timeout: s.get(cx, "scan_timeout", df.scan_timeout, duration),
         fail_open: s.get(cx, "fail_open", df.fail_open, boolean),
+        scan_at_smtp: s.get(cx, "scan_at_smtp", df.scan_at_smtp, boolean),
     };
     s.finish(cx);
 

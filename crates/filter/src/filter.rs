@@ -95,6 +95,18 @@ impl Filter {
         }
     }
 
+    /// The same filter with clamd only (for the second virus scan of a mail
+    /// the gateway decrypted: spam is judged on the mail as it came).
+    pub fn virus_only(&self) -> Filter {
+        Filter {
+            clamd: self.clamd.clone(),
+            spamd: None,
+            virus_directions: self.virus_directions.clone(),
+            spam_directions: Vec::new(),
+            rules: self.rules.clone(),
+        }
+    }
+
     /// Whether any scanner runs for mail going this way; when not, the
     /// caller can skip opening the content.
     pub fn scans(&self, direction: Direction) -> bool {

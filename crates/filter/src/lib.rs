@@ -21,6 +21,7 @@
 //! The pipeline stage that calls [`Filter::scan`] lives in the pipeline;
 //! this crate knows the spool only for the quarantine.
 
+pub mod at_smtp;
 pub mod clamd;
 mod conn;
 mod error;

@@ -42,8 +42,8 @@ pub use policy::{PolicyEnv, PolicySettings, RecipientKeys};
 /// reads decisions without a dependency of its own.
 pub use siegel_policy;
 pub use stages::{
-    Classify, Decide, Decrypt, Harvest, ReceivedHeader, SplitCopies, Stamp, StripSiegelHeaders,
-    Verify,
+    Classify, Decide, Decrypt, Harvest, ReceivedHeader, Scan, SplitCopies, Stamp,
+    StripSiegelHeaders, Verify,
 };
 
 /// The tracing target of the one summary line per mail.
@@ -178,29 +178,34 @@ impl Pipeline {
 
     /// The production pipeline. The stage list is data, per direction:
     ///
-    /// - inbound: received → strip-x-siegel → decrypt → verify → harvest →
-    ///   stamp (the last four only with an mPKI in the environment).
-    ///   Planned: filter (AV/AS) before decrypt.
-    /// - outbound: received → classify → decide → split. Planned in between:
-    ///   filter, lft, disclaimer.
+    /// - inbound: received → strip-x-siegel → filter → decrypt →
+    ///   filter-decrypted → verify → harvest → stamp (filter with scanners
+    ///   configured, decrypt/verify/harvest with an mPKI in the
+    ///   environment);
+    /// - outbound: received → filter → classify → decide → split. Planned
+    ///   in between: lft, disclaimer.
     ///
     /// After the outbound stages every copy is made by its method (see
     /// [`commit`]): the method signs in the sender's name and encrypts, so
     /// that each copy carries the signature that fits its protection.
     pub fn standard_with(hostname: String, env: Arc<PolicyEnv>) -> Self {
-        let mut stages: Vec<Box<dyn Stage>> = vec![
-            Box::new(ReceivedHeader),
-            Box::new(StripSiegelHeaders),
-            Box::new(Classify(Arc::clone(&env))),
-            Box::new(Decide(Arc::clone(&env))),
-            Box::new(SplitCopies),
-        ];
+        let mut stages: Vec<Box<dyn Stage>> =
+            vec![Box::new(ReceivedHeader), Box::new(StripSiegelHeaders)];
+        if let Some(filter) = &env.filter {
+            stages.push(Box::new(Scan::new(Arc::clone(filter))));
+        }
+        stages.push(Box::new(Classify(Arc::clone(&env))));
+        stages.push(Box::new(Decide(Arc::clone(&env))));
+        stages.push(Box::new(SplitCopies));
         if let Some(mpki) = &env.smime {
             stages.push(Box::new(Decrypt::new(Arc::clone(mpki))));
+            if let Some(filter) = &env.filter {
+                stages.push(Box::new(Scan::after_decrypt(filter)));
+            }
             stages.push(Box::new(Verify::new(Arc::clone(mpki))));
             stages.push(Box::new(Harvest::new(Arc::clone(mpki))));
-            stages.push(Box::new(Stamp));
         }
+        stages.push(Box::new(Stamp));
         Self::with_env(hostname, stages, env)
     }
 

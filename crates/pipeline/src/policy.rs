@@ -479,6 +479,8 @@ pub struct PolicyEnv {
     /// Its methods must be registered in `registry` over its cache
     /// ([`crate::smime::register`]).
     pub smime: Option<Arc<crate::smime::Mpki>>,
+    /// `None`: no virus or spam scanning.
+    pub filter: Option<Arc<siegel_filter::Filter>>,
 }
 
 impl Default for PolicyEnv {
@@ -491,6 +493,7 @@ impl Default for PolicyEnv {
             directory: None,
             tracker: None,
             smime: None,
+            filter: None,
         }
     }
 }
@@ -503,6 +506,7 @@ impl std::fmt::Debug for PolicyEnv {
             .field("directory", &self.directory.is_some())
             .field("tracker", &self.tracker.is_some())
             .field("smime", &self.smime.is_some())
+            .field("filter", &self.filter.is_some())
             .finish()
     }
 }

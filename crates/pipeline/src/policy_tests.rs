@@ -65,6 +65,7 @@ async fn world(settings: PolicySettings) -> World {
         directory: Some(Arc::new(directory.clone()) as Arc<dyn KeyDirectory>),
         tracker: Some(Arc::new(directory) as Arc<dyn TrackingSink>),
         smime: None,
+        filter: None,
     });
     let pipeline = Pipeline::standard_with("mx.example.com".into(), env);
     World {

@@ -100,6 +100,7 @@ async fn world(auto_enroll: bool) -> World {
         directory: Some(Arc::new(directory.clone()) as Arc<dyn KeyDirectory>),
         tracker: Some(Arc::new(directory) as Arc<dyn TrackingSink>),
         smime: Some(Arc::clone(&mpki)),
+        filter: None,
     });
     let pipeline = Pipeline::standard_with("mx.example.com".into(), env);
     let ready = tokio::sync::Mutex::new(spool.take_ready().unwrap());

@@ -121,7 +121,7 @@ async fn stage_order_is_data_and_visible() {
     );
     assert_eq!(
         standard.stage_names(Direction::Inbound),
-        ["received", "strip-x-siegel"]
+        ["received", "strip-x-siegel", "stamp"]
     );
 }
 

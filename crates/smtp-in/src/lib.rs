@@ -55,6 +55,36 @@ impl Authenticator for NoAuthenticator {
     }
 }
 
+/// A last look at a mail after it was made durable and before the client
+/// hears the answer: the virus and spam scan at SMTP time (PRODUCT.md:
+/// "reject at SMTP time where possible"). A refusal here reaches the
+/// sending server as a reply, instead of a bounce to a sender address that
+/// is probably forged (backscatter).
+pub trait AcceptanceCheck: Send + Sync {
+    /// Judges the committed mail `id`. Called with the client waiting, so
+    /// it must be bounded in time; on any trouble of its own it should
+    /// accept and leave the decision to the pipeline.
+    fn check<'a>(
+        &'a self,
+        id: &'a siegel_types::QueueId,
+        direction: siegel_types::Direction,
+        recipients: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Acceptance> + Send + 'a>>;
+}
+
+/// What an [`AcceptanceCheck`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Answer 250; the mail goes on to the pipeline.
+    Accept,
+    /// Answer with this reply; the mail is removed from the spool.
+    Refuse {
+        code: u16,
+        status: &'static str,
+        text: String,
+    },
+}
+
 /// Which kind of listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Listener {
@@ -106,6 +136,8 @@ pub struct Settings {
     /// STARTTLS is offered only when set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub authenticator: Arc<dyn Authenticator>,
+    /// Checked before every 250 (`None`: nothing to check).
+    pub acceptance: Option<Arc<dyn AcceptanceCheck>>,
 }
 
 impl Settings {
@@ -128,6 +160,7 @@ impl Settings {
             max_errors: DEFAULT_MAX_ERRORS,
             tls: None,
             authenticator: Arc::new(NoAuthenticator),
+            acceptance: None,
         }
     }
 }
@@ -142,6 +175,7 @@ impl std::fmt::Debug for Settings {
             .field("internal_domains", &self.internal_domains)
             .field("max_message_size", &self.max_message_size)
             .field("tls", &self.tls.is_some())
+            .field("acceptance", &self.acceptance.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -15,6 +15,11 @@ pub trait MailSpool: Clone + Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
     /// Starts a new spool entry; content is written into it while it arrives.
     fn begin(&self) -> impl Future<Output = Result<Self::Incoming, Self::Error>> + Send;
+    /// Hands an entry committed with [`IncomingMail::commit_unannounced`]
+    /// on to the rest of the gateway.
+    fn announce(&self, id: &QueueId);
+    /// Removes a committed entry that was refused before the reply.
+    fn discard(&self, id: &QueueId) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// A spool entry being received.
@@ -28,6 +33,12 @@ pub trait IncomingMail: Send + 'static {
         self,
         envelope: Envelope,
     ) -> impl Future<Output = Result<QueueId, Self::Error>> + Send;
+    /// Makes the entry durable without handing it on yet (it is checked
+    /// first; see [`crate::AcceptanceCheck`]).
+    fn commit_unannounced(
+        self,
+        envelope: Envelope,
+    ) -> impl Future<Output = Result<QueueId, Self::Error>> + Send;
     /// Throws the entry away (size exceeded, client vanished, …).
     fn abort(self) -> impl Future<Output = ()> + Send;
 }
@@ -37,6 +48,12 @@ impl MailSpool for siegel_spool::Spool {
     type Error = siegel_spool::SpoolError;
     fn begin(&self) -> impl Future<Output = Result<Self::Incoming, Self::Error>> + Send {
         siegel_spool::Spool::begin(self)
+    }
+    fn announce(&self, id: &QueueId) {
+        siegel_spool::Spool::announce(self, id)
+    }
+    fn discard(&self, id: &QueueId) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        siegel_spool::Spool::remove(self, id)
     }
 }
 
@@ -56,6 +73,12 @@ impl IncomingMail for siegel_spool::Incoming {
         envelope: Envelope,
     ) -> impl Future<Output = Result<QueueId, Self::Error>> + Send {
         siegel_spool::Incoming::commit(self, envelope)
+    }
+    fn commit_unannounced(
+        self,
+        envelope: Envelope,
+    ) -> impl Future<Output = Result<QueueId, Self::Error>> + Send {
+        siegel_spool::Incoming::commit_unannounced(self, envelope)
     }
     fn abort(self) -> impl Future<Output = ()> + Send {
         siegel_spool::Incoming::abort(self)

@@ -25,6 +25,8 @@ struct MemSpool {
     committed: Arc<Mutex<Vec<Committed>>>,
     aborted: Arc<Mutex<usize>>,
     fail_commit: bool,
+    announced: Arc<Mutex<Vec<QueueId>>>,
+    discarded: Arc<Mutex<Vec<QueueId>>>,
 }
 
 struct MemIncoming {
@@ -42,6 +44,13 @@ impl MailSpool for MemSpool {
             data: Vec::new(),
             spool: self.clone(),
         })
+    }
+    fn announce(&self, id: &QueueId) {
+        self.announced.lock().unwrap().push(id.clone());
+    }
+    async fn discard(&self, id: &QueueId) -> Result<(), MemError> {
+        self.discarded.lock().unwrap().push(id.clone());
+        Ok(())
     }
 }
 
@@ -68,8 +77,49 @@ impl IncomingMail for MemIncoming {
             .push((envelope, self.data));
         Ok(self.id)
     }
+    async fn commit_unannounced(self, envelope: Envelope) -> Result<QueueId, MemError> {
+        self.commit(envelope).await
+    }
     async fn abort(self) {
         *self.spool.aborted.lock().unwrap() += 1;
+    }
+}
+
+/// Refuses mail whose content contains "VIRUS", and records what it saw.
+struct ContentCheck {
+    spool: MemSpool,
+    seen: Mutex<Vec<(QueueId, Direction, usize)>>,
+}
+
+impl crate::AcceptanceCheck for ContentCheck {
+    fn check<'a>(
+        &'a self,
+        id: &'a QueueId,
+        direction: Direction,
+        recipients: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::Acceptance> + Send + 'a>> {
+        Box::pin(async move {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((id.clone(), direction, recipients));
+            let infected = self
+                .spool
+                .committed
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(e, data)| e.id == *id && data.windows(5).any(|w| w == b"VIRUS"));
+            if infected {
+                crate::Acceptance::Refuse {
+                    code: 550,
+                    status: "5.7.1",
+                    text: "Virus found: Test.Virus".into(),
+                }
+            } else {
+                crate::Acceptance::Accept
+            }
+        })
     }
 }
 
@@ -266,6 +316,49 @@ async fn full_transaction_reaches_the_real_spool() {
     );
     assert_eq!(counters.accepted.load(Ordering::Relaxed), 1);
     assert_eq!(counters.sessions.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn the_acceptance_check_decides_before_the_reply() {
+    let spool = MemSpool::default();
+    let check = Arc::new(ContentCheck {
+        spool: spool.clone(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let mut s = settings();
+    s.acceptance = Some(check.clone());
+    let (mut c, counters, _task) = start(s, Listener::Smtp, UNTRUSTED, spool.clone());
+    greet(&mut c).await;
+    for (body, want) in [("clean mail", 250), ("a VIRUS inside", 550)] {
+        assert_eq!(c.cmd("MAIL FROM:<a@remote.test>").await.0, 250);
+        assert_eq!(c.cmd("RCPT TO:<b@example.com>").await.0, 250);
+        assert_eq!(c.cmd("RCPT TO:<c@example.com>").await.0, 250);
+        assert_eq!(c.cmd("DATA").await.0, 354);
+        let (code, text) = c.cmd(&format!("Subject: x\r\n\r\n{body}\r\n.")).await;
+        assert_eq!(code, want, "{text}");
+        if want == 550 {
+            assert_eq!(text, "5.7.1 Virus found: Test.Virus\n");
+        }
+    }
+    let committed: Vec<QueueId> = spool
+        .committed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(e, _)| e.id.clone())
+        .collect();
+    assert_eq!(committed.len(), 2);
+    // The clean one went on, the refused one was taken back; both were
+    // checked only after they were committed, with what the check needs.
+    assert_eq!(*spool.announced.lock().unwrap(), [committed[0].clone()]);
+    assert_eq!(*spool.discarded.lock().unwrap(), [committed[1].clone()]);
+    let seen = check.seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|(_, d, n)| *d == Direction::Inbound && *n == 2)
+    );
+    assert_eq!(counters.accepted.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]

@@ -106,6 +106,15 @@ impl Incoming {
         self.commit_inner(envelope, true).await
     }
 
+    /// Commits durably, like [`Incoming::commit`], but does not hand the
+    /// mail to the pipeline yet: the receiving side checks it first (virus
+    /// scan at SMTP time) and then either [`Spool::announce`]s or
+    /// [`Spool::remove`]s it. A crash in between leaves a committed mail
+    /// that the pipeline's recovery scan finds: at least once, never lost.
+    pub async fn commit_unannounced(self, envelope: Envelope) -> Result<QueueId, SpoolError> {
+        self.commit_inner(envelope, false).await
+    }
+
     /// Commits without telling the pipeline: for [`Spool::derive`], whose
     /// entries are past the pipeline already.
     pub(crate) async fn commit_quietly(self, envelope: Envelope) -> Result<QueueId, SpoolError> {

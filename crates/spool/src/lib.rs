@@ -591,6 +591,26 @@ impl Spool {
         self.write_state_file(id, state, Durability::Synced).await
     }
 
+    /// Saves `state` without fsync: for facts whose loss in a crash is
+    /// harmless because the pipeline recomputes them (a scan result made
+    /// at SMTP time; lost, the mail is simply scanned again).
+    pub async fn save_state_unsynced(
+        &self,
+        id: &QueueId,
+        state: &EntryState,
+    ) -> Result<(), SpoolError> {
+        if !self.data_path(id).exists() {
+            return Err(SpoolError::NotFound(id.clone()));
+        }
+        self.write_state_file(id, state, Durability::Lazy).await
+    }
+
+    /// Hands a mail committed with [`Incoming::commit_unannounced`] to the
+    /// pipeline.
+    pub fn announce(&self, id: &QueueId) {
+        let _ = self.inner.received_tx.send(id.clone());
+    }
+
     /// Writes the state file, whether or not the data file exists yet
     /// ([`Spool::derive`] writes it first). `Durability::Lazy` skips both
     /// fsyncs: only for states whose loss is harmless (see [`Spool::mark_ready`]).

@@ -2,6 +2,7 @@
 //! the order they run in is the list in [`crate::Pipeline::standard_with`].
 
 pub mod decrypt;
+pub mod filter;
 pub mod harvest;
 pub mod policy;
 pub mod received;
@@ -9,6 +10,7 @@ pub mod stamp;
 pub mod verify;
 
 pub use decrypt::Decrypt;
+pub use filter::Scan;
 pub use harvest::Harvest;
 pub use policy::{Classify, Decide, SIEGEL_PREFIX, SplitCopies, StripSiegelHeaders};
 pub use received::ReceivedHeader;

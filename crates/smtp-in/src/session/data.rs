@@ -5,8 +5,8 @@ use siegel_types::{Counters, Direction, Envelope, Origin};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{HEADER_SCAN_LIMIT, READ_CHUNK, Session, Stop, WRITE_CHUNK, now_secs};
-use crate::LOG_TARGET;
 use crate::spool::{IncomingMail, MailSpool};
+use crate::{Acceptance, LOG_TARGET};
 
 impl<S, Q> Session<S, Q>
 where
@@ -139,7 +139,32 @@ where
             ret: tx.mail.ret,
             message_id: message_id.clone(),
         };
-        match incoming.commit(envelope).await {
+        let recipients = envelope.recipients.len();
+        let committed = match &self.settings.acceptance {
+            None => incoming.commit(envelope).await,
+            Some(_) => incoming.commit_unannounced(envelope).await,
+        };
+        if let (Ok(id), Some(check)) = (&committed, self.settings.acceptance.clone()) {
+            match check.check(id, direction, recipients).await {
+                Acceptance::Accept => self.spool.announce(id),
+                Acceptance::Refuse { code, status, text } => {
+                    if let Err(e) = self.spool.discard(id).await {
+                        // It stays in the spool: the pipeline decides again
+                        // (and bounces instead), but nothing is lost.
+                        tracing::error!(target: LOG_TARGET, queue_id = %id, error = %e, "cannot remove a refused mail");
+                        self.spool.announce(id);
+                    }
+                    tracing::info!(
+                        target: LOG_TARGET, queue_id = %id, message_id = message_id.as_deref().unwrap_or(""),
+                        sender = %tx.mail.path, recipients = %recipients_log, peer = %self.peer,
+                        direction = ?direction, result = "refused", reason = %text, "mail refused after the content check"
+                    );
+                    self.reply(code, status, &text);
+                    return Ok(());
+                }
+            }
+        }
+        match committed {
             Ok(id) => {
                 Counters::inc(&self.counters.accepted);
                 tracing::info!(
