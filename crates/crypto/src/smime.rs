@@ -5,7 +5,7 @@
 //! entity; all others (From, To, Subject, Received, ...) stay outside, where
 //! relays and clients expect them.
 //!
-//! CMS is OpenSSL's; the MIME wrapping is ours (see [`crate::mime`] for why).
+//! CMS is OpenSSL's; the MIME wrapping is ours (see the private `mime` module for why).
 //! Everything that reads outside input returns a typed result and never
 //! panics: a broken mail must cost a stamp, not the gateway.
 

@@ -530,3 +530,37 @@ fn request(url: &Url, user_agent: &str) -> Result<Request<Empty<Bytes>>, FetchEr
         .body(Empty::new())
         .map_err(|e| invalid(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pipeline runs fetches on a multi-threaded runtime (`tokio::spawn`).
+    #[test]
+    fn fetches_are_send() {
+        fn send<T: Send>(_: &T) {}
+        let Ok(fetcher) = Fetcher::new(FetchConfig::default()) else {
+            panic!("default configuration must build");
+        };
+        let future = fetcher.get("http://crl.example/ca.crl");
+        send(&future);
+        send(&fetcher);
+    }
+
+    #[test]
+    fn requests_name_the_host_and_port_and_keep_the_query() {
+        let Ok(url) = Url::parse("http://crl.example:8080/a/b.crl?x=1") else {
+            panic!("test URL");
+        };
+        let Ok(req) = request(&url, "Siegel/test") else {
+            panic!("request");
+        };
+        assert_eq!(req.uri(), "/a/b.crl?x=1");
+        assert_eq!(req.headers()[header::HOST], "crl.example:8080");
+        assert_eq!(req.headers()[header::CONNECTION], "close");
+        assert!(matches!(
+            parse("http://"),
+            Err(FetchError::InvalidUrl { .. })
+        ));
+    }
+}
