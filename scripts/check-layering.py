@@ -20,6 +20,9 @@ FOUNDATIONS = {
     "siegel-smtp-wire": {"siegel-types"},
     "siegel-policy": {"siegel-types"},
     "siegel-config": {"siegel-types", "siegel-policy"},
+    # Outbound HTTP (CRL, WKD, webhooks) with the SSRF guard: a leaf that any
+    # stage, the portal or the admin may use, so it imports nothing of ours.
+    "siegel-fetch": set(),
 }
 FORBIDDEN = {
     "siegel-smtp-in": {"siegel-smtp-out", "siegel-pipeline", "siegel-admin"},

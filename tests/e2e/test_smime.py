@@ -1,7 +1,7 @@
-"""S/MIME end to end through real SMTP, checked with the reference tool
-(`openssl cms`): Siegel signs for its users, encrypts to harvested
-certificates, decrypts and verifies inbound mail, and never loses a mail
-whose S/MIME is broken."""
+"""S/MIME end to end through real SMTP, checked with the reference tools
+(`openssl cms` and `gpgsm`): Siegel signs for its users, encrypts to
+harvested or imported certificates, decrypts and verifies inbound mail that
+either tool made, and never loses a mail whose S/MIME is broken."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import gpgsm as gs
 from harness.smtp import make_message, send
 
 
@@ -46,6 +47,23 @@ def partner_pki(tmp_path_factory) -> dict[str, Path]:
     _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
           "-CAcreateserial", "-days", "30", "-out", str(bob), "-extfile", str(ext)])
     return {"ca": ca, "bob": bob, "bob_key": bob_key, "dir": d}
+
+
+@pytest.fixture
+def gpgsm():
+    """A throw-away gpgsm home (CRL checks off, loopback pinentry)."""
+    home = gs.GpgSM()
+    yield home
+    home.close()
+
+
+@pytest.fixture
+def bob_in_gpgsm(gpgsm, partner_pki):
+    """gpgsm holding bob@partner.example's key (PKCS#12 made with the openssl
+    tool) and trusting bob's CA, so that gpgsm signs and decrypts as bob."""
+    gpgsm.trust_ca(partner_pki["ca"].read_bytes())
+    gs.openssl_p12(partner_pki["bob"], partner_pki["bob_key"], gs.PASSPHRASE, gpgsm)
+    return gpgsm
 
 
 @pytest.fixture
@@ -189,3 +207,96 @@ def test_pki_commands_p12_revocation_crl_and_domain_certificates(smime_gateway, 
     plain = _run(["openssl", "cms", "-decrypt", "-in", str(mail), "-recip", str(partner_pki["bob"]),
                   "-inkey", str(partner_pki["bob_key"])])
     assert b"Via the partner gateway." in plain
+
+
+# ---- gpgsm, both directions, through SMTP -----------------------------------
+
+def _gpgsm_entity(text: str) -> bytes:
+    return f"Content-Type: text/plain; charset=us-ascii\r\n\r\n{text}\r\n".encode()
+
+
+def test_gpgsm_signed_mails_arrive_verified(smime_gateway, bob_in_gpgsm):
+    g, inbound, _ = smime_gateway
+    entity = _gpgsm_entity("Detached, signed by gpgsm.")
+    detached = gs.headers("bob@partner.example", "alice@example.com", "gpgsm detached") + \
+        gs.multipart_signed(entity, bob_in_gpgsm.detach_sign("bob@partner.example", entity))
+    send(g.smtp_port, "bob@partner.example", ["alice@example.com"], detached)
+    opaque_entity = _gpgsm_entity("Opaque, signed by gpgsm.")
+    opaque = gs.headers("bob@partner.example", "alice@example.com", "gpgsm opaque") + \
+        gs.pkcs7_mime(bob_in_gpgsm.sign_opaque("bob@partner.example", opaque_entity), "signed-data")
+    send(g.smtp_port, "bob@partner.example", ["alice@example.com"], opaque)
+    tampered = detached.replace(b"Detached, signed by gpgsm.", b"Detached, signed by gpgsm!") \
+        .replace(b"Subject: gpgsm detached", b"Subject: gpgsm tampered")
+    assert b"signed by gpgsm!" in tampered
+    send(g.smtp_port, "bob@partner.example", ["alice@example.com"], tampered)
+
+    got = {m.header("Subject"): m for m in inbound.wait_for(3)}
+    d = got["gpgsm detached"]
+    assert d.header("X-Siegel-Signature") == "valid; signer=bob@partner.example", d.raw[:1500]
+    assert b"Detached, signed by gpgsm." in d.raw
+    o = got["gpgsm opaque"]
+    assert o.header("X-Siegel-Signature") == "valid; signer=bob@partner.example", o.raw[:1500]
+    # the opaque signature is unwrapped, so the recipient can read it
+    assert b"Opaque, signed by gpgsm." in o.raw and b"pkcs7-mime" not in o.raw.lower()
+    # the tampered copy is delivered with the reason, not dropped
+    t = got["gpgsm tampered"]
+    assert t.header("X-Siegel-Signature") == "invalid; reason=bad-signature", t.raw[:1500]
+    assert b"signed by gpgsm!" in t.raw
+
+
+def test_gpgsm_encrypted_mails_to_an_internal_user_arrive_decrypted(smime_gateway, bob_in_gpgsm):
+    g, inbound, _ = smime_gateway
+    _cli(g, "user", "add", "alice@example.com", "--name", "Alice Example")
+    # gpgsm encrypts only to certificates that chain to a trusted root
+    bob_in_gpgsm.trust_ca(_cli(g, "ca", "export").encode())
+    bob_in_gpgsm.import_cert(_cli(g, "cert", "export", "alice@example.com").encode())
+
+    plain = _gpgsm_entity("Encrypted by gpgsm for Alice.")
+    mail = gs.headers("bob@partner.example", "alice@example.com", "gpgsm encrypted") + \
+        gs.pkcs7_mime(bob_in_gpgsm.encrypt("alice@example.com", plain), "enveloped-data")
+    assert b"Encrypted by gpgsm" not in mail
+    send(g.smtp_port, "bob@partner.example", ["alice@example.com"], mail)
+
+    # signed by bob, then encrypted to alice: both stamps
+    inner = _gpgsm_entity("Signed, then encrypted by gpgsm.")
+    signed_entity = gs.multipart_signed(inner, bob_in_gpgsm.detach_sign("bob@partner.example", inner))
+    mail = gs.headers("bob@partner.example", "alice@example.com", "gpgsm signed+encrypted") + \
+        gs.pkcs7_mime(bob_in_gpgsm.encrypt("alice@example.com", signed_entity), "enveloped-data")
+    send(g.smtp_port, "bob@partner.example", ["alice@example.com"], mail)
+
+    got = {m.header("Subject"): m for m in inbound.wait_for(2)}
+    e = got["gpgsm encrypted"]
+    assert e.header("X-Siegel-Encryption") == "smime", e.raw[:1500]
+    assert b"Encrypted by gpgsm for Alice." in e.raw and b"pkcs7-mime" not in e.raw.lower()
+    assert e.header("X-Siegel-Signature") is None
+    se = got["gpgsm signed+encrypted"]
+    assert se.header("X-Siegel-Encryption") == "smime", se.raw[:1500]
+    assert se.header("X-Siegel-Signature") == "valid; signer=bob@partner.example", se.raw[:1500]
+    assert b"Signed, then encrypted by gpgsm." in se.raw
+
+
+def test_siegel_signs_and_encrypts_and_gpgsm_decrypts_and_verifies(smime_gateway, partner_pki,
+                                                                   bob_in_gpgsm):
+    g, _, outbound = smime_gateway
+    _cli(g, "user", "add", "alice@example.com", "--name", "Alice Example")
+    _cli(g, "cert", "import", str(partner_pki["bob"]))
+    bob_in_gpgsm.trust_ca(_cli(g, "ca", "export").encode())
+
+    msg, _ = make_message("for gpgsm", sender="alice@example.com", to="bob@partner.example",
+                          body="Grüße an Bob, from Siegel.\r\n".encode())
+    send(g.smtp_port, "alice@example.com", ["bob@partner.example"], msg)
+    out = outbound.wait_for(1)[0]
+    assert "Grüße".encode() not in out.raw and b"from Siegel" not in out.raw
+    head = out.raw.partition(b"\r\n\r\n")[0]
+    assert b"application/pkcs7-mime; smime-type=enveloped-data" in head, head
+
+    entity = bob_in_gpgsm.decrypt(gs.pkcs7_body(out.raw))
+    assert entity.lower().startswith(b"content-type: multipart/signed"), entity[:300]
+    content, signature = gs.split_signed(entity)
+    report = bob_in_gpgsm.verify_detached(signature, content)
+    assert "alice@example.com" in report, report
+    # 8-bit text was made quoted-printable before signing
+    assert b"Gr=C3=BC=C3=9Fe an Bob, from Siegel." in content, content
+    # a changed byte and gpgsm refuses: the check can fail
+    with pytest.raises(gs.GpgSMError):
+        bob_in_gpgsm.verify_detached(signature, content.replace(b"Bob", b"Rob"))

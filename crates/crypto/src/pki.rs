@@ -378,6 +378,10 @@ pub fn serial_bytes(certificate: &X509) -> Result<Vec<u8>, PkiError> {
 /// defaults: gpgsm 2.2 and older Outlook versions cannot read those. The
 /// password protects a file the user carries around, so the weaker PBE is the
 /// price of being importable at all.
+///
+/// gpgsm 2.2 also derives a wrong 3DES key for about one random salt in a
+/// hundred (see [`p12_gpgsm_compatible`]); such a file is built again with
+/// fresh salts, so every file we hand out imports.
 pub fn export_p12(
     certificate: &X509,
     key: &PKey<Private>,
@@ -398,7 +402,137 @@ pub fn export_p12(
         .key_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
         .cert_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
         .mac_md(MessageDigest::sha1());
-    Ok(builder.build2(password)?.to_der()?)
+    // The chance that all attempts hit a bad salt is about 0.02^16.
+    let mut der = builder.build2(password)?.to_der()?;
+    for _ in 0..16 {
+        if p12_gpgsm_compatible(&der, password) {
+            break;
+        }
+        der = builder.build2(password)?.to_der()?;
+    }
+    Ok(der)
+}
+
+/// 1.2.840.113549.1.12.1.3 pbeWithSHAAnd3-KeyTripleDES-CBC
+const PBE_SHA1_3DES: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x01, 0x03];
+/// 1.2.840.113549.1.7.1 data, 1.2.840.113549.1.7.6 encryptedData
+const P7_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+const P7_ENCRYPTED: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x06];
+/// 1.2.840.113549.1.12.10.1.2 pkcs8ShroudedKeyBag
+const SHROUDED_KEY_BAG: &[u8] = &[
+    0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x02,
+];
+
+/// Whether gpgsm 2.2 can decrypt every PBE-SHA1-3DES part of a PKCS#12
+/// file made with `password`.
+///
+/// gpgsm's PKCS#12 key derivation (RFC 7292 appendix B) writes the updated
+/// I blocks with `gcry_mpi_print`, which drops leading zero bytes and so
+/// shifts the block whenever `I_j + B + 1` starts with a zero byte. For the
+/// 24-byte 3DES key (two hash rounds, one update) that happens for about
+/// one salt in 128 per encrypted part; gpgsm then reports "decryption
+/// failed" with the right password. This checks each part for exactly that
+/// condition; a file that does not parse as we wrote it counts as
+/// incompatible.
+pub fn p12_gpgsm_compatible(der_bytes: &[u8], password: &str) -> bool {
+    let Some(params) = pbe_parameters(der_bytes) else {
+        return false;
+    };
+    params
+        .iter()
+        .all(|(salt, iterations)| pkcs12_key_update_is_gpgsm_safe(salt, *iterations, password))
+}
+
+/// Salt and iteration count of every PBE-SHA1-3DES AlgorithmIdentifier in
+/// a PFX: the shrouded key bags and the encrypted certificate bags.
+fn pbe_parameters(pfx: &[u8]) -> Option<Vec<(Vec<u8>, u32)>> {
+    fn octets<'a>(explicit: der::Tlv<'a>) -> Option<&'a [u8]> {
+        let inner = explicit.children().next()?;
+        (inner.tag == 0x04).then_some(inner.content)
+    }
+    fn algorithm(alg: der::Tlv<'_>, out: &mut Vec<(Vec<u8>, u32)>) -> Option<()> {
+        let parts = alg.child_vec()?;
+        if parts.first()?.content != PBE_SHA1_3DES {
+            return Some(()); // another algorithm: not gpgsm's 3DES path
+        }
+        let params = parts.get(1)?.child_vec()?;
+        let salt = params.first().filter(|t| t.tag == 0x04)?.content.to_vec();
+        let iter = params.get(1).filter(|t| t.tag == 0x02)?.content;
+        if iter.len() > 4 {
+            return None;
+        }
+        let iterations = iter.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+        out.push((salt, iterations));
+        Some(())
+    }
+    let (pfx, _) = der::read(pfx)?;
+    let auth_safe = pfx.child_vec()?.get(1).copied()?;
+    let auth_parts = auth_safe.child_vec()?;
+    let (safe, _) = der::read(octets(*auth_parts.get(1)?)?)?;
+    let mut out = Vec::new();
+    for ci in safe.children() {
+        let parts = ci.child_vec()?;
+        let oid = parts.first()?.content;
+        let content = *parts.get(1)?;
+        if oid == P7_ENCRYPTED {
+            let ed = content.children().next()?.child_vec()?;
+            let eci = ed.get(1)?.child_vec()?;
+            algorithm(*eci.get(1)?, &mut out)?;
+        } else if oid == P7_DATA {
+            let (bags, _) = der::read(octets(content)?)?;
+            for bag in bags.children() {
+                let parts = bag.child_vec()?;
+                if parts.first()?.content == SHROUDED_KEY_BAG {
+                    let epki = parts.get(1)?.children().next()?;
+                    algorithm(epki.children().next()?, &mut out)?;
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The first round of the PKCS#12 KDF for the encryption key (ID 1), and
+/// whether the I-block update after it keeps every block's first byte
+/// non-zero (then gpgsm's shortened write does not happen).
+fn pkcs12_key_update_is_gpgsm_safe(salt: &[u8], iterations: u32, password: &str) -> bool {
+    const V: usize = 64;
+    if salt.is_empty() || iterations == 0 {
+        return false;
+    }
+    // BMPString of the password with its two zero bytes, as OpenSSL writes it
+    let mut pw: Vec<u8> = password.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    pw.extend_from_slice(&[0, 0]);
+    let s_len = salt.len().div_ceil(V) * V;
+    let p_len = pw.len().div_ceil(V) * V;
+    let mut i_blocks = Vec::with_capacity(s_len + p_len);
+    i_blocks.extend((0..s_len).map(|k| salt[k % salt.len()]));
+    i_blocks.extend((0..p_len).map(|k| pw[k % pw.len()]));
+    let mut input = vec![1u8; V];
+    input.extend_from_slice(&i_blocks);
+    let Ok(mut a) = openssl::hash::hash(MessageDigest::sha1(), &input) else {
+        return false;
+    };
+    for _ in 1..iterations {
+        match openssl::hash::hash(MessageDigest::sha1(), &a) {
+            Ok(next) => a = next,
+            Err(_) => return false,
+        }
+    }
+    let b: Vec<u8> = (0..V).map(|k| a[k % a.len()]).collect();
+    i_blocks.chunks(V).all(|block| {
+        // (block + B + 1) mod 2^512, big-endian, from the last byte up
+        let mut carry = 1u16;
+        let mut first = 0u8;
+        for k in (0..V).rev() {
+            let sum = u16::from(block[k]) + u16::from(b[k]) + carry;
+            carry = sum >> 8;
+            if k == 0 {
+                first = (sum & 0xff) as u8;
+            }
+        }
+        first != 0
+    })
 }
 
 /// The mail addresses a certificate speaks for: subjectAltName rfc822Names

@@ -5,7 +5,7 @@
 //! entity; all others (From, To, Subject, Received, ...) stay outside, where
 //! relays and clients expect them.
 //!
-//! CMS is OpenSSL's; the MIME wrapping is ours (see [`crate::mime`] for why).
+//! CMS is OpenSSL's; the MIME wrapping is ours (see the private `mime` module for why).
 //! Everything that reads outside input returns a typed result and never
 //! panics: a broken mail must cost a stamp, not the gateway.
 
@@ -18,13 +18,16 @@ use openssl::pkey::{PKey, Private};
 use openssl::rand::rand_bytes;
 use openssl::stack::Stack;
 use openssl::symm::Cipher;
-use openssl::x509::X509;
-use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
+use openssl::x509::{X509, X509Crl, X509StoreContext};
 use siegel_types::Address;
 
+use crate::capabilities::Capabilities;
 use crate::mime::{self, Header};
 use crate::pki::certificate_addresses;
+use crate::revocation::{self, RevocationStatus};
+use crate::signed_data::{self, Template, TemplateError};
 
 /// Why signing or encrypting (our own outbound work) failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,19 @@ pub enum SmimeError {
     /// Encryption needs at least one recipient certificate.
     #[error("no recipient certificates")]
     NoRecipients,
+    /// The signing certificate's encoding lacks the X.509 fields a
+    /// signer identifier is cut from (a broken store entry, not mail input).
+    #[error("the signing certificate is malformed")]
+    MalformedCertificate,
+}
+
+impl From<TemplateError> for SmimeError {
+    fn from(e: TemplateError) -> Self {
+        match e {
+            TemplateError::OpenSsl(e) => SmimeError::OpenSsl(e),
+            TemplateError::Shape => SmimeError::MalformedCertificate,
+        }
+    }
 }
 
 /// Why an inbound encrypted mail could not be opened.
@@ -71,11 +87,12 @@ pub enum ContentCipher {
     Aes256Gcm,
 }
 
-/// A signing identity: certificate, private key and the chain to send along.
+/// A signing identity: certificate, private key and the chain to send along,
+/// with the parts of the SignedData that never change for it encoded once.
 pub struct Signer {
     certificate: X509,
     key: PKey<Private>,
-    chain: Stack<X509>,
+    template: Template,
 }
 
 impl Signer {
@@ -90,14 +107,11 @@ impl Signer {
         if !certificate.public_key()?.public_eq(&key) {
             return Err(SmimeError::KeyMismatch);
         }
-        let mut stack = Stack::new()?;
-        for c in chain {
-            stack.push(c.clone())?;
-        }
+        let template = Template::new(&certificate, &key, chain)?;
         Ok(Signer {
             certificate,
             key,
-            chain: stack,
+            template,
         })
     }
 
@@ -145,7 +159,7 @@ impl TrustStore {
 
     /// An OpenSSL store whose clock is pinned to `at`: certificates in test
     /// data expire, and a mail received last year must be judged as of then.
-    fn build(&self, at: SystemTime) -> Result<openssl::x509::store::X509Store, ErrorStack> {
+    fn build(&self, at: SystemTime) -> Result<X509Store, ErrorStack> {
         let mut builder = X509StoreBuilder::new()?;
         for c in &self.anchors {
             // duplicates are harmless but OpenSSL 1.x reported them as errors
@@ -162,7 +176,7 @@ impl TrustStore {
     }
 }
 
-fn unix_seconds(at: SystemTime) -> i64 {
+pub(crate) fn unix_seconds(at: SystemTime) -> i64 {
     match at.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
@@ -171,6 +185,10 @@ fn unix_seconds(at: SystemTime) -> i64 {
 
 /// The outcome of checking a signature. Never an error: every way an inbound
 /// mail can be wrong is a verdict the pipeline stamps on it.
+///
+/// This is the verdict of [`verify`]; [`check_signature`] answers with a
+/// [`SignatureCheck`], which also carries the chain, the signer's
+/// SMIMECapabilities and the revocation status.
 #[derive(Debug)]
 pub enum Verification {
     /// The message carries no S/MIME signature at the top level.
@@ -201,6 +219,78 @@ impl Verification {
     }
 }
 
+/// A signature that holds, with what the pipeline needs next.
+#[derive(Debug)]
+pub struct ValidSignature {
+    /// Addresses the signer certificate(s) speak for (SAN rfc822Name,
+    /// subject emailAddress); compare with `From` before harvesting.
+    pub signers: Vec<Address>,
+    /// The (first) signer certificate, to harvest for encryption.
+    pub certificate: X509,
+    /// The verified chain, signer first, ending at the trust anchor.
+    pub chain: Vec<X509>,
+    /// The signed MIME entity (for opaque signatures the only place the
+    /// content is readable).
+    pub content: Vec<u8>,
+    /// What the signer's client says it can decrypt (RFC 8551 §2.5.2),
+    /// authenticated by the signature; keep it with a harvested
+    /// certificate to choose the cipher for mail to this correspondent.
+    pub capabilities: Capabilities,
+    /// What the CRLs given to [`check_signature`] say about the chain.
+    /// [`RevocationStatus::Unknown`] lists the distribution points to fetch.
+    pub revocation: RevocationStatus,
+}
+
+/// The outcome of [`check_signature`]: like [`Verification`], with the
+/// details of a valid signature.
+#[derive(Debug)]
+pub enum SignatureCheck {
+    /// The message carries no S/MIME signature at the top level.
+    NotSigned,
+    /// The signature is good, the signer chains to a trust anchor at the
+    /// verification time and no CRL at hand revokes it.
+    Valid(Box<ValidSignature>),
+    /// The message claims to be signed but the signature does not hold.
+    Invalid {
+        /// Why.
+        reason: InvalidReason,
+    },
+}
+
+impl SignatureCheck {
+    /// True for [`SignatureCheck::Valid`].
+    pub fn is_valid(&self) -> bool {
+        matches!(self, SignatureCheck::Valid(_))
+    }
+}
+
+impl From<SignatureCheck> for Verification {
+    fn from(check: SignatureCheck) -> Verification {
+        match check {
+            SignatureCheck::NotSigned => Verification::NotSigned,
+            SignatureCheck::Valid(v) => Verification::Valid {
+                signers: v.signers,
+                certificate: v.certificate,
+                content: v.content,
+            },
+            SignatureCheck::Invalid { reason } => Verification::Invalid { reason },
+        }
+    }
+}
+
+/// What a signature is checked against.
+#[derive(Clone, Copy)]
+pub struct VerifyOptions<'a> {
+    /// The trust anchors.
+    pub trust: &'a TrustStore,
+    /// The verification time ("now" in production, pinned in tests; a mail
+    /// is judged as of when it was received).
+    pub at: SystemTime,
+    /// CRLs to check the chain against (see [`revocation::parse_crls`]);
+    /// empty means revocation is unknown, never that it is revoked.
+    pub crls: &'a [X509Crl],
+}
+
 /// Why a signature is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidReason {
@@ -215,6 +305,18 @@ pub enum InvalidReason {
     /// valid, wrong key usage. The text is OpenSSL's verify error.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// The signature is intact and chains to a trust anchor, but a CRL of
+    /// the issuer lists a certificate of the chain as revoked at or before
+    /// the verification time.
+    #[error("certificate {subject} (serial {serial}) revoked at {revoked_at}")]
+    Revoked {
+        /// Serial number (upper-case hex).
+        serial: String,
+        /// Subject of the revoked certificate.
+        subject: String,
+        /// Revocation date from the CRL, Unix seconds.
+        revoked_at: i64,
+    },
     /// Anything else OpenSSL refused.
     #[error("{0}")]
     Other(String),
@@ -227,6 +329,7 @@ impl InvalidReason {
             InvalidReason::Malformed(_) => "malformed",
             InvalidReason::BadSignature(_) => "bad-signature",
             InvalidReason::Certificate(_) => "certificate",
+            InvalidReason::Revoked { .. } => "revoked",
             InvalidReason::Other(_) => "error",
         }
     }
@@ -286,7 +389,9 @@ fn random_boundary() -> Result<String, ErrorStack> {
 }
 
 /// Signs a message: `multipart/signed` (RFC 8551 §3.5.3), detached, SHA-256,
-/// with the signer's chain and the SMIMECapabilities attribute.
+/// with the signer's chain, our SMIMECapabilities (AES-256-GCM first, see
+/// [`crate::capabilities::OURS`]) and the encryption key preference naming
+/// the signing certificate.
 ///
 /// Before signing, 8-bit parts are re-encoded (quoted-printable for text,
 /// base64 otherwise) and line ends made CRLF, so that no relay converting
@@ -294,14 +399,9 @@ fn random_boundary() -> Result<String, ErrorStack> {
 pub fn sign(message: &[u8], signer: &Signer) -> Result<Vec<u8>, SmimeError> {
     let parsed = parse_message(message);
     let entity = mime::make_7bit_canonical(&parsed.entity(), 0);
-    let cms = CmsContentInfo::sign(
-        Some(&signer.certificate),
-        Some(&signer.key),
-        Some(&signer.chain),
-        Some(&entity),
-        CMSOptions::DETACHED | CMSOptions::BINARY,
-    )?;
-    let der = cms.to_der()?;
+    let der = signer
+        .template
+        .sign(&entity, &signer.key, unix_seconds(SystemTime::now()))?;
     let boundary = random_boundary()?;
 
     let mut out = Vec::with_capacity(entity.len() + der.len() * 2 + 1024);
@@ -437,18 +537,37 @@ pub fn decrypt(
 /// Verifies the top-level S/MIME signature of a message — detached
 /// (`multipart/signed`) or opaque (`application/pkcs7-mime;
 /// smime-type=signed-data`) — against `trust`, as of `at`.
+///
+/// No CRLs are consulted; [`check_signature`] takes them.
 pub fn verify(message: &[u8], trust: &TrustStore, at: SystemTime) -> Verification {
-    match verify_inner(message, trust, at) {
+    check_signature(
+        message,
+        &VerifyOptions {
+            trust,
+            at,
+            crls: &[],
+        },
+    )
+    .into()
+}
+
+/// Verifies the top-level S/MIME signature like [`verify`], then checks the
+/// chain against `options.crls` (a revoked certificate makes the signature
+/// [`InvalidReason::Revoked`]; a missing or stale CRL leaves it valid with
+/// [`RevocationStatus::Unknown`] — see [`crate::revocation`] for why soft
+/// fail) and reads the signer's SMIMECapabilities.
+pub fn check_signature(message: &[u8], options: &VerifyOptions<'_>) -> SignatureCheck {
+    match check_inner(message, options) {
         Ok(v) => v,
-        Err(reason) => Verification::Invalid { reason },
+        Err(reason) => SignatureCheck::Invalid { reason },
     }
 }
 
-fn verify_inner(
+fn check_inner(
     message: &[u8],
-    trust: &TrustStore,
-    at: SystemTime,
-) -> Result<Verification, InvalidReason> {
+    options: &VerifyOptions<'_>,
+) -> Result<SignatureCheck, InvalidReason> {
+    let VerifyOptions { trust, at, crls } = *options;
     let parsed = parse_message(message);
     let ctype = mime::content_type(&parsed.content);
     let malformed = |s: &str| InvalidReason::Malformed(s.to_owned());
@@ -487,14 +606,14 @@ fn verify_inner(
     } else if is_pkcs7_mime(&ctype) {
         match smime_type(&ctype).as_deref() {
             None | Some("signed-data") => {}
-            Some(_) => return Ok(Verification::NotSigned),
+            Some(_) => return Ok(SignatureCheck::NotSigned),
         }
         let cte = mime::transfer_encoding(&parsed.content);
         let der = mime::decode_body(&cte, parsed.body)
             .ok_or_else(|| malformed("body is not valid base64"))?;
         (der, None)
     } else {
-        return Ok(Verification::NotSigned);
+        return Ok(SignatureCheck::NotSigned);
     };
 
     let mut cms =
@@ -512,7 +631,7 @@ fn verify_inner(
     )
     .map_err(classify)?;
 
-    let signer_certs = signer_certificates(&der)?;
+    let (signer_certs, included) = signer_certificates(&der)?;
     let Some(first) = signer_certs.first() else {
         return Err(InvalidReason::Other("no signer certificate".to_owned()));
     };
@@ -524,11 +643,48 @@ fn verify_inner(
             }
         }
     }
-    Ok(Verification::Valid {
+    let chain = verified_chain(&store, first, &included);
+    let mut issuers = included;
+    issuers.extend(trust.anchors.iter().cloned());
+    let revocation = revocation::check_chain(&chain, &issuers, crls, at).map_err(|r| {
+        InvalidReason::Revoked {
+            serial: r.serial,
+            subject: r.subject,
+            revoked_at: r.revoked_at,
+        }
+    })?;
+    Ok(SignatureCheck::Valid(Box::new(ValidSignature {
         signers,
         certificate: first.clone(),
+        chain,
         content: detached.unwrap_or(out),
-    })
+        capabilities: signed_data::capabilities(&der),
+        revocation,
+    })))
+}
+
+/// The chain OpenSSL builds from `leaf` through the certificates the
+/// signature carried to a trust anchor. CMS_verify built the same chain but
+/// does not hand it out; when this second build fails (it cannot, after
+/// CMS_verify succeeded with the same store) the chain is the leaf alone.
+fn verified_chain(store: &X509Store, leaf: &X509, included: &[X509]) -> Vec<X509> {
+    let build = || -> Result<Option<Vec<X509>>, ErrorStack> {
+        let mut untrusted = Stack::new()?;
+        for c in included {
+            untrusted.push(c.clone())?;
+        }
+        let mut ctx = X509StoreContext::new()?;
+        ctx.init(store, leaf, &untrusted, |c| {
+            if !c.verify_cert()? {
+                return Ok(None);
+            }
+            Ok(c.chain().map(|s| s.iter().map(|x| x.to_owned()).collect()))
+        })
+    };
+    match build() {
+        Ok(Some(chain)) if !chain.is_empty() => chain,
+        _ => vec![leaf.clone()],
+    }
 }
 
 fn is_all_crlf(data: &[u8]) -> bool {
@@ -537,11 +693,12 @@ fn is_all_crlf(data: &[u8]) -> bool {
         .all(|(i, &b)| b != b'\n' || (i > 0 && data[i - 1] == b'\r'))
 }
 
-/// The signer certificates, found through the PKCS#7 view of the same DER:
-/// the `openssl` crate exposes `PKCS7_get0_signers` but not its CMS twin.
-/// That view only understands issuerAndSerialNumber signer identifiers
-/// (what Thunderbird, Outlook, gpgsm and `openssl cms` send by default).
-fn signer_certificates(der: &[u8]) -> Result<Vec<X509>, InvalidReason> {
+/// The signer certificates and all certificates the signature carries,
+/// found through the PKCS#7 view of the same DER: the `openssl` crate
+/// exposes `PKCS7_get0_signers` but not its CMS twin. That view only
+/// understands issuerAndSerialNumber signer identifiers (what Thunderbird,
+/// Outlook, gpgsm and `openssl cms` send by default).
+fn signer_certificates(der: &[u8]) -> Result<(Vec<X509>, Vec<X509>), InvalidReason> {
     let p7 = Pkcs7::from_der(der).map_err(|_| {
         InvalidReason::Other("signer identified by subject key identifier (unsupported)".to_owned())
     })?;
@@ -549,7 +706,12 @@ fn signer_certificates(der: &[u8]) -> Result<Vec<X509>, InvalidReason> {
     let signers = p7
         .signers(&empty, Pkcs7Flags::empty())
         .map_err(|e| InvalidReason::Other(first_reason(&e)))?;
-    Ok(signers.iter().map(|c| c.to_owned()).collect())
+    let included = p7
+        .signed()
+        .and_then(|s| s.certificates())
+        .map(|st| st.iter().map(|c| c.to_owned()).collect())
+        .unwrap_or_default();
+    Ok((signers.iter().map(|c| c.to_owned()).collect(), included))
 }
 
 fn first_reason(e: &ErrorStack) -> String {

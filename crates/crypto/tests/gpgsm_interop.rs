@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use common::{GpgHome, Pki, b64, have, ok, sample_mail};
 use siegel_crypto::pki::KeyKind;
-use siegel_crypto::smime::{self, ContentCipher, Verification};
+use siegel_crypto::smime::{self, ContentCipher, SignatureCheck, Verification, VerifyOptions};
 
 #[test]
 fn what_we_sign_gpgsm_verifies() {
@@ -109,8 +109,26 @@ fn what_gpgsm_signs_we_verify() {
         String::from_utf8_lossy(entity),
         b64(&out.stdout)
     );
-    match smime::verify(mail.as_bytes(), &pki.trust(), SystemTime::now()) {
-        Verification::Valid { signers, .. } => assert_eq!(signers[0].as_str(), "alice@example.com"),
+    let trust = pki.trust();
+    let options = VerifyOptions {
+        trust: &trust,
+        at: SystemTime::now(),
+        crls: &[],
+    };
+    match smime::check_signature(mail.as_bytes(), &options) {
+        SignatureCheck::Valid(v) => {
+            assert_eq!(v.signers[0].as_str(), "alice@example.com");
+            // gpgsm 2.2 announces AES-128-CBC and 3DES (it decrypts
+            // AES-256-CBC too, but not GCM): no reason to use GCM for it
+            let names: Vec<_> = v
+                .capabilities
+                .entries()
+                .iter()
+                .map(|c| c.name().unwrap_or("?"))
+                .collect();
+            assert_eq!(names, ["aes-128-cbc", "des-ede3-cbc"]);
+            assert!(!v.capabilities.supports(ContentCipher::Aes256Gcm));
+        }
         other => panic!("detached: {other:?}"),
     }
 
@@ -168,4 +186,67 @@ fn what_gpgsm_encrypts_we_decrypt() {
     );
     let plain = smime::decrypt(mail.as_bytes(), &pki.bob.certificate, &pki.bob.key).unwrap();
     assert!(String::from_utf8_lossy(&plain).contains("Secret from gpgsm."));
+}
+
+/// gpgsm 2.2 derives a wrong 3DES key for some PKCS#12 salts (its KDF
+/// drops leading zero bytes of the updated I blocks). A file our check
+/// flags really fails in gpgsm with the right password, and what
+/// `export_p12` hands out imports: the check is the cause, not a guess.
+#[test]
+fn p12_salts_gpgsm_cannot_derive_are_detected_and_avoided() {
+    if !have("gpgsm") {
+        return;
+    }
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkcs12::Pkcs12;
+    use siegel_crypto::pki;
+
+    // gpgsm 2.2 imports RSA keys only (it crashes on an EC key bag)
+    let pki = Pki::new(KeyKind::Rsa3072);
+    let mut builder = Pkcs12::builder();
+    builder
+        .name("key")
+        .pkey(&pki.alice.key)
+        .cert(&pki.alice.certificate)
+        .key_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
+        .cert_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
+        .mac_md(MessageDigest::sha1());
+    // about 1 file in 64 is affected: 2,000 tries find one with certainty
+    let bad = (0..2000)
+        .map(|_| builder.build2("test").unwrap().to_der().unwrap())
+        .find(|der| !pki::p12_gpgsm_compatible(der, "test"))
+        .expect("no gpgsm-incompatible salt in 2,000 files");
+    let import = |der: &[u8], name: &str| {
+        let home = GpgHome::new(pki.ca.certificate());
+        let path = home.dir.path().join(name);
+        std::fs::write(&path, der).unwrap();
+        home.gpgsm(
+            &["--passphrase-fd", "0", "--import", path.to_str().unwrap()],
+            b"test\n",
+        )
+    };
+    let out = import(&bad, "bad.p12");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("secret keys imported: 1"),
+        "gpgsm imported a file we flagged: {stderr}"
+    );
+    // ... while OpenSSL reads the same file with the same password
+    assert!(Pkcs12::from_der(&bad).unwrap().parse2("test").is_ok());
+
+    for _ in 0..3 {
+        let good = pki::export_p12(
+            &pki.alice.certificate,
+            &pki.alice.key,
+            std::slice::from_ref(pki.ca.certificate()),
+            "key",
+            "test",
+        )
+        .unwrap();
+        assert!(pki::p12_gpgsm_compatible(&good, "test"));
+        let out = import(&good, "good.p12");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("secret keys imported: 1"), "{stderr}");
+    }
 }
