@@ -132,14 +132,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         siegel_smtp_out::describe_routing(&smtp_out)
     );
 
-    let mpki = Arc::new(
-        siegel_pipeline::smime::Mpki::load_or_create(
-            store.clone(),
-            crate::pki_cmd::settings(&config)?,
-        )
-        .await
-        .context("opening the mPKI CA")?,
-    );
+    let mut mpki = siegel_pipeline::smime::Mpki::load_or_create(
+        store.clone(),
+        crate::pki_cmd::settings(&config)?,
+    )
+    .await
+    .context("opening the mPKI CA")?;
+    if config.smime.fetch_crls {
+        mpki = mpki.with_crl_fetcher(fetcher(&config)?);
+    }
+    let mpki = Arc::new(mpki);
     println!(
         "siegel: mpki: CA {} (auto-enrolment {})",
         siegel_pipeline::smime::fingerprint(mpki.ca().certificate())?,
@@ -342,4 +344,17 @@ impl siegel_smtp_in::AcceptanceCheck for ScanAtSmtp {
             }
         })
     }
+}
+
+/// The client for the gateway's own HTTP(S) requests (`[fetch]`).
+pub fn fetcher(config: &siegel_config::Config) -> anyhow::Result<siegel_fetch::Fetcher> {
+    let f = &config.fetch;
+    siegel_fetch::Fetcher::new(siegel_fetch::FetchConfig {
+        total_timeout: f.timeout,
+        connect_timeout: f.timeout.min(std::time::Duration::from_secs(5)),
+        max_body: usize::try_from(f.max_body).unwrap_or(usize::MAX),
+        allow: f.allow.clone(),
+        ..siegel_fetch::FetchConfig::default()
+    })
+    .context("setting up outbound HTTP ([fetch])")
 }

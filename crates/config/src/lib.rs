@@ -40,6 +40,21 @@ pub struct Config {
     pub mpki: Mpki,
     pub smime: Smime,
     pub filter: Filter,
+    pub fetch: Fetch,
+}
+
+/// `[fetch]`: the gateway's own HTTP(S) requests (CRLs of correspondents'
+/// CAs, WKD key lookups). They never reach private, loopback or link-local
+/// addresses (a mail must not make the gateway probe the internal
+/// network), except the networks listed in `allow`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    /// Networks exempt from the private-address guard.
+    pub allow: Vec<IpNet>,
+    /// Longest time one request may take, redirects and body included.
+    pub timeout: Duration,
+    /// Largest response body accepted.
+    pub max_body: u64,
 }
 
 /// `[server]`
@@ -240,6 +255,10 @@ pub struct Smime {
     pub trust_bundles: Vec<PathBuf>,
     /// Content encryption of outbound S/MIME.
     pub cipher: SmimeCipher,
+    /// Fetch the CRLs of correspondents' CAs (from their certificates'
+    /// distribution points) to recognise revoked signers. Our own CA's CRL
+    /// is always checked.
+    pub fetch_crls: bool,
 }
 
 /// Content-encryption algorithm for outbound S/MIME.
@@ -531,6 +550,7 @@ impl Config {
             smime: Smime {
                 trust_bundles: Vec::new(),
                 cipher: SmimeCipher::Cbc,
+                fetch_crls: true,
             },
             filter: Filter {
                 clamd: None,
@@ -550,6 +570,11 @@ impl Config {
                 scan_timeout: Duration::from_secs(120),
                 fail_open: false,
                 scan_at_smtp: true,
+            },
+            fetch: Fetch {
+                allow: Vec::new(),
+                timeout: Duration::from_secs(10),
+                max_body: 16 * 1024 * 1024,
             },
         }
     }
@@ -833,6 +858,7 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
     let smime = Smime {
         trust_bundles: s.list(cx, "trust_bundles", d.smime.trust_bundles, path),
         cipher: s.get(cx, "cipher", d.smime.cipher, smime_cipher),
+        fetch_crls: s.get(cx, "fetch_crls", d.smime.fetch_crls, boolean),
     };
     s.finish(cx);
 
@@ -858,6 +884,14 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
     };
     s.finish(cx);
 
+    let mut s = root.table(cx, "fetch");
+    let fetch = Fetch {
+        allow: s.list(cx, "allow", d.fetch.allow, text(values::parse_network)),
+        timeout: s.get(cx, "timeout", d.fetch.timeout, duration),
+        max_body: s.get(cx, "max_body", d.fetch.max_body, size),
+    };
+    s.finish(cx);
+
     root.finish(cx);
     Config {
         server,
@@ -874,6 +908,7 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
         mpki,
         smime,
         filter,
+        fetch,
     }
 }
 

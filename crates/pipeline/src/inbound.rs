@@ -34,8 +34,13 @@ pub enum SignatureFinding {
 /// harvest stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vouched {
-    /// The S/MIME signer certificate (DER) of `address`.
-    SmimeCertificate { address: Address, der: Vec<u8> },
+    /// The S/MIME signer certificate (DER) of `address`; `gcm`: its
+    /// signature announced that the signer's client reads AES-256-GCM.
+    SmimeCertificate {
+        address: Address,
+        der: Vec<u8>,
+        gcm: bool,
+    },
 }
 
 /// The inbound stages' findings about one mail.

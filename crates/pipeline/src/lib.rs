@@ -20,6 +20,7 @@
 
 mod commit;
 pub mod content;
+pub mod crl;
 pub mod inbound;
 pub mod policy;
 pub mod smime;

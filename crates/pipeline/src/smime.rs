@@ -32,8 +32,10 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 use siegel_crypto::pki::{self, Ca, CaParams, KeyKind, PkiError, Revocation, UserParams};
+use siegel_crypto::revocation::RevocationStatus;
 use siegel_crypto::smime::{
-    self, ContentCipher, DecryptError, Signer, SmimeError, TrustStore, Verification,
+    self, ContentCipher, DecryptError, SignatureCheck, Signer, SmimeError, TrustStore,
+    VerifyOptions,
 };
 use siegel_policy::{BoxFuture, CopyInfo, Method, MethodError, MethodKind, Registry, Unavailable};
 use siegel_store::{
@@ -262,6 +264,10 @@ pub struct Mpki {
     store: Store,
     ca: Ca,
     settings: MpkiSettings,
+    /// Correspondents' CRLs (fetched when a fetcher is set).
+    crls: crate::crl::CrlSource,
+    /// Our own CRL, parsed, with the CRL number it was made for.
+    own_crl: std::sync::Mutex<Option<(u64, i64, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for Mpki {
@@ -352,6 +358,8 @@ impl Mpki {
             store,
             ca,
             settings,
+            crls: crate::crl::CrlSource::new(None),
+            own_crl: std::sync::Mutex::new(None),
         }
     }
 
@@ -367,6 +375,12 @@ impl Mpki {
             store.domain_keys().delete(&old.fingerprint).await?;
         }
         store_ca(store, &ca).await
+    }
+
+    /// Fetches correspondents' CRLs with `fetcher` (see [`crate::crl`]).
+    pub fn with_crl_fetcher(mut self, fetcher: siegel_fetch::Fetcher) -> Self {
+        self.crls = crate::crl::CrlSource::new(Some(fetcher));
+        self
     }
 
     pub fn ca(&self) -> &Ca {
@@ -811,12 +825,15 @@ impl Mpki {
 
     /// Verifies the S/MIME signature of an inbound mail as of `at`, against
     /// our CA, the configured trust anchors and the certificates stored for
-    /// the `From` address. `Err`: the store did not answer.
+    /// the `From` address, and checks the signer's chain against our own
+    /// CRL and, when revocation is otherwise unknown, against the CRLs of
+    /// the distribution points in the chain ([`crate::crl`]). `Err`: the
+    /// store did not answer.
     pub async fn verify_inbound(
         &self,
         message: &[u8],
         at: SystemTime,
-    ) -> Result<Verification, MpkiError> {
+    ) -> Result<SignatureCheck, MpkiError> {
         let from = header_address(message, "from");
         let mut trust = self.settings.trust.clone();
         trust.add(self.ca.certificate().clone());
@@ -830,7 +847,58 @@ impl Mpki {
                 }
             }
         }
-        Ok(smime::verify(message, &trust, at))
+        let mut crls = vec![self.own_crl().await?];
+        let check = smime::check_signature(
+            message,
+            &VerifyOptions {
+                trust: &trust,
+                at,
+                crls: &crls,
+            },
+        );
+        let points = match &check {
+            SignatureCheck::Valid(v) => match &v.revocation {
+                RevocationStatus::Unknown {
+                    distribution_points,
+                    ..
+                } if !distribution_points.is_empty() => distribution_points.clone(),
+                _ => return Ok(check),
+            },
+            _ => return Ok(check),
+        };
+        let (fetched, _) = self.crls.fetch(&points, SystemTime::now()).await;
+        if fetched.is_empty() {
+            return Ok(check);
+        }
+        crls.extend(fetched);
+        Ok(smime::check_signature(
+            message,
+            &VerifyOptions {
+                trust: &trust,
+                at,
+                crls: &crls,
+            },
+        ))
+    }
+
+    /// Our CA's current CRL, rebuilt only when a revocation changed it
+    /// (on any node: the CRL number is in the store).
+    async fn own_crl(&self) -> Result<openssl::x509::X509Crl, MpkiError> {
+        let number = self.crl_state().await?.number;
+        let now = unix(SystemTime::now());
+        if let Ok(guard) = self.own_crl.lock()
+            && let Some((n, made, der)) = guard.as_ref()
+            && *n == number
+            && now - made < 86_400
+        {
+            return Ok(openssl::x509::X509Crl::from_der(der)?);
+        }
+        let der = self.crl_der(now).await?;
+        let crl = openssl::x509::X509Crl::from_der(&der)?;
+        if let Ok(mut guard) = self.own_crl.lock() {
+            *guard = Some((number, now, der));
+        }
+        Ok(crl)
     }
 
     async fn decrypt(

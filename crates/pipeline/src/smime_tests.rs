@@ -62,6 +62,14 @@ struct World {
 }
 
 async fn world(auto_enroll: bool) -> World {
+    world_of(auto_enroll, None, partner(365)).await
+}
+
+async fn world_of(
+    auto_enroll: bool,
+    fetcher: Option<siegel_fetch::Fetcher>,
+    partner: Partner,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(&dir.path().join("spool")).unwrap();
     let store = Store::open(
@@ -71,7 +79,6 @@ async fn world(auto_enroll: bool) -> World {
     )
     .await
     .unwrap();
-    let partner = partner(365);
     let mut trust = cms::TrustStore::new();
     trust.add(partner.ca.certificate().clone());
     let mpki = Arc::new(
@@ -88,6 +95,10 @@ async fn world(auto_enroll: bool) -> World {
         .await
         .unwrap(),
     );
+    let mpki = match fetcher {
+        Some(f) => Arc::new(Arc::into_inner(mpki).unwrap().with_crl_fetcher(f)),
+        None => mpki,
+    };
     let mut registry = siegel_policy::Registry::foundation();
     smime::register(&mut registry, &mpki);
     let directory = StoreDirectory(store.clone());
@@ -580,4 +591,157 @@ async fn a_revoked_recipient_certificate_is_never_used() {
         method.transform(MAIL.as_bytes(), copy).await,
         Err(siegel_policy::MethodError::NoKey { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_user_revoked_on_our_crl_signs_invalid_at_once() {
+    let w = world(true).await;
+    let alice = Address::parse("alice@example.com").unwrap();
+    let rec = w.mpki.issue_user(&alice, None, now() as i64).await.unwrap();
+    let signer = w
+        .mpki
+        .signer_for(&alice, now() as i64)
+        .await
+        .unwrap()
+        .unwrap();
+    let mail = "From: alice@example.com\r\nTo: carl@example.com\r\nSubject: r\r\nContent-Type: text/plain\r\n\r\nFrom my phone.\r\n";
+    let signed = cms::sign(mail.as_bytes(), &signer).unwrap();
+    let env = || {
+        envelope(
+            Direction::Inbound,
+            "alice@example.com",
+            &["carl@example.com"],
+        )
+    };
+    let out = run(&w, env(), &signed).await;
+    assert!(
+        out.starts_with(b"X-Siegel-Signature: valid; signer=alice@example.com\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out[..200])
+    );
+    w.mpki.revoke(&rec.fingerprint, now() as i64).await.unwrap();
+    let out = run(&w, env(), &signed).await;
+    assert!(
+        out.starts_with(b"X-Siegel-Signature: invalid; reason=revoked\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out[..200])
+    );
+}
+
+/// A tiny HTTP server answering every request with what `body` holds at
+/// that moment; counts requests.
+async fn crl_server(
+    body: Arc<std::sync::Mutex<Vec<u8>>>,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = body.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn a_correspondent_revoked_by_their_ca_is_found_through_the_fetched_crl() {
+    use siegel_crypto::pki::Revocation;
+    // The partner CA publishes its CRL on a local server; the fetcher may
+    // reach loopback only because the test allows it.
+    let body = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (server, hits) = crl_server(Arc::clone(&body)).await;
+    let partner = partner(365);
+    let dave = partner
+        .ca
+        .issue_user(&UserParams {
+            address: &Address::parse("dave@partner.example").unwrap(),
+            name: Some("Dave"),
+            key: KeyKind::EcP256,
+            not_before: now() as i64 - 3600,
+            validity_days: 30,
+            crl_url: &format!("http://{server}/partner.crl"),
+        })
+        .unwrap();
+    let serial = dave.certificate.serial_number().to_bn().unwrap().to_vec();
+    let crl = partner
+        .ca
+        .issue_crl(
+            &[Revocation {
+                serial,
+                revoked_at: now() as i64 - 60,
+            }],
+            1,
+            now() as i64 - 60,
+            7,
+        )
+        .unwrap();
+    *body.lock().unwrap() = crl.to_der().unwrap();
+    let fetcher = siegel_fetch::Fetcher::new(siegel_fetch::FetchConfig {
+        allow: vec!["127.0.0.0/8".parse().unwrap()],
+        native_roots: false,
+        ..siegel_fetch::FetchConfig::default()
+    })
+    .unwrap();
+    let signer = cms::Signer::new(dave.certificate.clone(), dave.key.clone(), &[]).unwrap();
+    let w = world_of(true, Some(fetcher), partner).await;
+    let mail = "From: Dave <dave@partner.example>\r\nTo: alice@example.com\r\nSubject: d\r\nContent-Type: text/plain\r\n\r\nHi.\r\n";
+    let signed = cms::sign(mail.as_bytes(), &signer).unwrap();
+    let env = || {
+        envelope(
+            Direction::Inbound,
+            "dave@partner.example",
+            &["alice@example.com"],
+        )
+    };
+    let out = run(&w, env(), &signed).await;
+    assert!(
+        out.starts_with(b"X-Siegel-Signature: invalid; reason=revoked\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out[..200])
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The CRL is kept until its nextUpdate: the next mail asks nobody.
+    let out = run(&w, env(), &signed).await;
+    assert!(out.starts_with(b"X-Siegel-Signature: invalid; reason=revoked\r\n"));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A revoked signer's certificate is never harvested.
+    let dave = Address::parse("dave@partner.example").unwrap();
+    assert!(
+        w.store
+            .certificates()
+            .for_address(&dave)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Bob of the same CA is not on the CRL: valid, revocation now known.
+    let out = run(
+        &w,
+        envelope(
+            Direction::Inbound,
+            "bob@partner.example",
+            &["alice@example.com"],
+        ),
+        &bob_signed(&w, "still fine"),
+    )
+    .await;
+    assert!(out.starts_with(b"X-Siegel-Signature: valid; signer=bob@partner.example\r\n"));
 }

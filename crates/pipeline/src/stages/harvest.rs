@@ -38,7 +38,11 @@ impl Harvest {
             .unwrap_or_else(|| "<unknown>".to_owned());
         for v in std::mem::take(&mut ctx.findings.vouched) {
             match v {
-                Vouched::SmimeCertificate { address, der } => {
+                Vouched::SmimeCertificate {
+                    address,
+                    der,
+                    gcm: _,
+                } => {
                     let Ok(cert) = X509::from_der(&der) else {
                         continue;
                     };

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use siegel_crypto::smime::Verification;
+use siegel_crypto::smime::{ContentCipher, SignatureCheck};
 use siegel_policy::BoxFuture;
 use siegel_types::Direction;
 
@@ -46,27 +46,25 @@ impl Verify {
             Err(e) => return Verdict::TempFail(format!("S/MIME verification: {e}")),
         };
         match verification {
-            Verification::NotSigned => Verdict::Continue,
-            Verification::Valid {
-                signers,
-                certificate,
-                content,
-            } => {
+            SignatureCheck::NotSigned => Verdict::Continue,
+            SignatureCheck::Valid(v) => {
                 if smime::is_opaque_signed(&whole) {
-                    ctx.content.replace(smime::unwrap_opaque(&whole, &content));
+                    ctx.content
+                        .replace(smime::unwrap_opaque(&whole, &v.content));
                 }
                 let from = header_address(&whole, "from");
                 let matching = from.filter(|f| {
-                    signers
+                    v.signers
                         .iter()
                         .any(|s| s.as_str().eq_ignore_ascii_case(f.as_str()))
                 });
                 ctx.findings.signature = Some(match matching {
                     Some(f) => {
-                        if let Ok(der) = certificate.to_der() {
+                        if let Ok(der) = v.certificate.to_der() {
                             ctx.findings.vouched.push(Vouched::SmimeCertificate {
                                 address: f.clone(),
                                 der,
+                                gcm: v.capabilities.supports(ContentCipher::Aes256Gcm),
                             });
                         }
                         SignatureFinding::Valid { signer: f }
@@ -77,7 +75,7 @@ impl Verify {
                 });
                 Verdict::Modified
             }
-            Verification::Invalid { reason } => {
+            SignatureCheck::Invalid { reason } => {
                 tracing::info!(target: "siegel::mpki", queue_id = %ctx.envelope.id, %reason, "invalid S/MIME signature");
                 ctx.findings.signature = Some(SignatureFinding::Invalid {
                     reason: reason.token().to_owned(),
