@@ -22,12 +22,17 @@ FOUNDATIONS = {
     "siegel-config": {"siegel-types", "siegel-policy"},
 }
 FORBIDDEN = {
-    "siegel-smtp-in": {"siegel-smtp-out", "siegel-pipeline", "siegel-admin"},
-    "siegel-smtp-out": {"siegel-smtp-in", "siegel-pipeline", "siegel-admin"},
+    "siegel-smtp-in": {"siegel-smtp-out", "siegel-pipeline", "siegel-admin", "siegel-portal"},
+    "siegel-smtp-out": {"siegel-smtp-in", "siegel-pipeline", "siegel-admin", "siegel-portal"},
     "siegel-spool": {"siegel-smtp-in", "siegel-smtp-out", "siegel-pipeline", "siegel-admin", "siegel-store"},
-    "siegel-pipeline": {"siegel-smtp-in", "siegel-smtp-out", "siegel-admin"},
+    "siegel-pipeline": {"siegel-smtp-in", "siegel-smtp-out", "siegel-admin", "siegel-portal"},
     "siegel-admin": {"siegel-smtp-in", "siegel-smtp-out", "siegel-pipeline"},
     "siegel-store": {"siegel-smtp-in", "siegel-smtp-out", "siegel-pipeline", "siegel-spool", "siegel-admin"},
+    # GINA's library has no I/O of its own: no store, no spool, no HTTP, no mail path.
+    "siegel-gina": {"siegel-smtp-in", "siegel-smtp-out", "siegel-pipeline", "siegel-spool", "siegel-store",
+                    "siegel-admin", "siegel-portal"},
+    # The portal talks to the store and hands mail to the spool's public API, never the mail path.
+    "siegel-portal": {"siegel-smtp-in", "siegel-smtp-out", "siegel-pipeline", "siegel-admin"},
 }
 
 problems = []
