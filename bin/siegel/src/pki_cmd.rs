@@ -57,11 +57,13 @@ pub fn cipher(config: &Config) -> siegel_crypto::smime::ContentCipher {
     }
 }
 
-/// The registry of a gateway with this mPKI: the foundation's methods plus
-/// S/MIME and domain S/MIME over the mPKI's certificate cache.
-pub fn registry_for(mpki: &Mpki) -> Registry {
+/// The registry of a gateway with this mPKI: S/MIME and domain S/MIME,
+/// and TLS-only and plain copies signed in the sender's name. Serve and
+/// `policy explain` share it, so that an explanation is the decision the
+/// gateway would take.
+pub fn registry_for(mpki: &std::sync::Arc<Mpki>) -> Registry {
     let mut r = Registry::foundation();
-    siegel_pipeline::smime::register(&mut r, mpki.cache(), mpki.settings().cipher);
+    siegel_pipeline::smime::register(&mut r, mpki);
     r
 }
 

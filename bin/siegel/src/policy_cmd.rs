@@ -12,22 +12,6 @@ use siegel_pipeline::policy::{self, StoreDirectory};
 use siegel_pipeline::siegel_policy::{MethodKind, Outcome, Registry};
 use siegel_types::Address;
 
-/// The pipeline's policy settings from the configuration.
-/// The methods this build can run. Serve and `policy explain` share it so
-/// that an explanation is the decision the gateway would take.
-/// S/MIME is registered over an empty certificate cache: `explain` only
-/// asks whether a method is available, it never encrypts.
-pub fn registry() -> Registry {
-    let mut r = Registry::foundation();
-    let cache = std::sync::Arc::new(siegel_pipeline::smime::CertCache::default());
-    siegel_pipeline::smime::register(
-        &mut r,
-        &cache,
-        siegel_crypto::smime::ContentCipher::default(),
-    );
-    r
-}
-
 /// The sender domains for which GINA is configured (default: every internal
 /// domain), whether or not this build can run GINA.
 pub fn gina_configured(config: &Config) -> Vec<String> {
@@ -89,8 +73,6 @@ pub fn explain(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
         header.push_str(h);
         header.push_str("\r\n");
     }
-    let registry = registry();
-    let settings = settings(config, &registry);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -98,10 +80,12 @@ pub fn explain(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let x = runtime.block_on(async {
-        let store = crate::db_cmd::open(config).await?;
+    let (x, settings) = runtime.block_on(async {
+        let (store, mpki) = crate::pki_cmd::open(config).await?;
+        let registry = crate::pki_cmd::registry_for(&std::sync::Arc::new(mpki));
+        let settings = settings(config, &registry);
         let directory = StoreDirectory(store);
-        policy::explain(
+        let x = policy::explain(
             &settings,
             &registry,
             Some(&directory),
@@ -111,7 +95,8 @@ pub fn explain(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
             now,
         )
         .await
-        .context("looking up keys")
+        .context("looking up keys")?;
+        anyhow::Ok((x, settings))
     })?;
 
     let c = &x.classification;

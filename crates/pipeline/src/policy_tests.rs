@@ -9,6 +9,7 @@ use siegel_store::{KeyRecord, MasterKey, NewKey, SourceKind, Store};
 use siegel_types::{Origin, Recipient, ReversePath};
 
 use super::*;
+use crate::commit::SPLITTING;
 use crate::policy::{KeyDirectory, StoreDirectory, TrackingSink};
 
 /// 2026-11-29 18:00:00 UTC.
@@ -452,8 +453,8 @@ async fn internal_recipients_of_an_outbound_mail_get_it_unchanged() {
     assert!(plain.event.reason.contains("internal domain"));
 }
 
-#[test]
-fn decide_without_classification_holds_instead_of_guessing() {
+#[tokio::test]
+async fn decide_without_classification_holds_instead_of_guessing() {
     let env = Arc::new(PolicyEnv::default());
     let p = Pipeline::new(
         "mx".into(),
@@ -462,26 +463,33 @@ fn decide_without_classification_holds_instead_of_guessing() {
     let e = envelope(Direction::Outbound, "a@example.com", &["b@partner.example"]);
     let mut state = EntryState::new(1);
     let mut ps = PolicyState::default();
-    let v = p.apply_with(
-        &e,
-        &mut state,
-        b"Subject: [secure] x\r\n",
-        &[],
-        &mut ps,
-        NOW,
-    );
+    let mut content = Content::from_bytes(b"Subject: [secure] x\r\n\r\n".to_vec());
+    let v = p
+        .apply_with(
+            &e,
+            &mut state,
+            &mut content,
+            &[],
+            &mut ps,
+            &mut Findings::default(),
+            NOW,
+        )
+        .await;
     assert!(matches!(v, Verdict::Hold(why) if why.contains("without classification")));
     // With classification first, the same mail is decided (refused here).
     let p = Pipeline::standard_with("mx".into(), env);
     let mut ps = PolicyState::default();
+    let mut content = Content::from_bytes(b"Subject: [secure] x\r\n\r\n".to_vec());
     p.apply_with(
         &e,
         &mut state,
-        b"Subject: [secure] x\r\n",
+        &mut content,
         &[],
         &mut ps,
+        &mut Findings::default(),
         NOW,
-    );
+    )
+    .await;
     assert_eq!(ps.split.unwrap().refused.len(), 1);
     assert!(ps.classification.unwrap().confidential);
 }

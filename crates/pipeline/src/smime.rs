@@ -2,19 +2,17 @@
 //!
 //! [`Mpki`] is Siegel's CA together with the store: it issues and renews
 //! user certificates, keeps the CRL, finds the signing identity of a sender
-//! and the certificates of recipients. The pipeline calls it around the
-//! synchronous stages because every one of those steps needs the store
-//! (async) and the whole content (not only the header section the stages
-//! see):
+//! and the certificates of recipients. The mail path uses it in two places:
 //!
-//! * outbound, before the copies are written: [`Mpki::sign_outbound`] signs
-//!   the mail once for all copies, so TLS-only copies carry the signature
-//!   and Bcc privacy is untouched (the signature covers the body, never the
-//!   envelope);
-//! * per copy whose method is S/MIME or domain S/MIME: the registered
-//!   [`SmimeMethod`] encrypts the signed mail to the recipients' (or their
-//!   domain's) certificates, which [`Mpki::prepare`] loaded just before;
-//! * inbound: [`Mpki::inbound`] decrypts, verifies, harvests and stamps.
+//! * outbound, per copy: the registered methods ([`register`]) sign in the
+//!   sender's name ([`Mpki::sign_outbound`]): [`SignedCopy`] for TLS-only
+//!   and internal copies, [`SmimeMethod`] for S/MIME and domain S/MIME,
+//!   which then encrypts the signed mail to the recipients' (or their
+//!   domain's) certificates. Bcc privacy is untouched: a signature covers
+//!   the content, never the envelope;
+//! * inbound: the stages `decrypt`, `verify` and `harvest`
+//!   ([`crate::stages`]) call [`Mpki::decrypt_inbound`],
+//!   [`Mpki::verify_inbound`] and [`Mpki::harvest`].
 //!
 //! Where the CA lives: a `domain_keys` row of the reserved domain
 //! [`CA_DOMAIN`] (kind S/MIME, ownership own), so its private key is sealed
@@ -25,8 +23,7 @@
 //! so a mail costs a few times its size (at most `smtp.max_message_size`,
 //! 50 MB by default) while it is transformed; [`MAX_SMIME_CONTENT`] caps it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openssl::asn1::Asn1Time;
@@ -38,7 +35,7 @@ use siegel_crypto::pki::{self, Ca, CaParams, KeyKind, PkiError, Revocation, User
 use siegel_crypto::smime::{
     self, ContentCipher, DecryptError, Signer, SmimeError, TrustStore, Verification,
 };
-use siegel_policy::{Method, MethodError, MethodKind, Registry, Unavailable};
+use siegel_policy::{BoxFuture, CopyInfo, Method, MethodError, MethodKind, Registry, Unavailable};
 use siegel_store::{
     DomainKeyKind, KeyRecord, LicenceState, NewDomainKey, NewKey, Ownership, SecretBytes,
     SourceKind, Store, StoreError,
@@ -110,60 +107,54 @@ impl Default for MpkiSettings {
     }
 }
 
-/// Recipient certificates loaded by [`Mpki::prepare`] for the synchronous
-/// [`SmimeMethod::transform`]: by lower-case address, and by `@domain` for
-/// domain certificates.
-#[derive(Default)]
-pub struct CertCache {
-    certs: Mutex<HashMap<String, X509>>,
-}
-
-/// More entries than this and the cache starts over: it only bridges
-/// [`Mpki::prepare`] and the transform right after it.
-const CACHE_LIMIT: usize = 10_000;
-
-impl CertCache {
-    /// `None` forgets the entry: a certificate revoked or expired since it
-    /// was cached must never be used.
-    fn put(&self, key: String, cert: Option<X509>) {
-        if let Ok(mut m) = self.certs.lock() {
-            match cert {
-                Some(c) => {
-                    if m.len() >= CACHE_LIMIT {
-                        m.clear();
-                    }
-                    m.insert(key, c);
-                }
-                None => {
-                    m.remove(&key);
-                }
-            }
-        }
-    }
-    fn get(&self, key: &str) -> Option<X509> {
-        self.certs.lock().ok().and_then(|m| m.get(key).cloned())
-    }
-}
-
-fn domain_key(domain: &str) -> String {
-    format!("@{}", domain.to_ascii_lowercase())
-}
-
-/// The S/MIME or domain-S/MIME method: encrypts the (already signed) mail
-/// to the certificates of the copy's recipients.
+/// The S/MIME or domain-S/MIME method: signs in the sender's name (when
+/// the sender is one of our licensed users), then encrypts to the current
+/// certificates of the copy's recipients, or of their domains. The
+/// certificates are read from the store for each copy, so one revoked a
+/// moment ago is never used.
 pub struct SmimeMethod {
     kind: MethodKind,
-    cache: Arc<CertCache>,
-    cipher: ContentCipher,
+    mpki: Arc<Mpki>,
 }
 
 impl SmimeMethod {
-    pub fn new(kind: MethodKind, cache: Arc<CertCache>, cipher: ContentCipher) -> Self {
-        Self {
+    pub fn new(kind: MethodKind, mpki: Arc<Mpki>) -> Self {
+        Self { kind, mpki }
+    }
+
+    async fn encrypt(&self, input: &[u8], copy: CopyInfo<'_>) -> Result<Vec<u8>, MethodError> {
+        let kind = self.kind;
+        let temporary = |e: MpkiError| MethodError::Temporary {
             kind,
-            cache,
-            cipher,
+            reason: e.to_string(),
+        };
+        let now = i64::try_from(copy.now).unwrap_or(i64::MAX);
+        let mut certs: Vec<X509> = Vec::new();
+        for r in copy.recipients {
+            let cert = match kind {
+                MethodKind::DomainSmime => self.mpki.domain_certificate(r.domain()).await,
+                _ => self.mpki.recipient_certificate(r, now).await,
+            }
+            .map_err(temporary)?
+            .ok_or_else(|| MethodError::NoKey {
+                kind,
+                recipient: r.clone(),
+            })?;
+            // Several recipients of one domain share the domain certificate.
+            if !certs.iter().any(|c| c.as_ref() == cert.as_ref()) {
+                certs.push(cert);
+            }
         }
+        let signed = self
+            .mpki
+            .sign_outbound(copy.envelope.mail_from.address(), input, now)
+            .await
+            .map_err(temporary)?;
+        let input = signed.as_deref().unwrap_or(input);
+        smime::encrypt(input, &certs, self.mpki.settings.cipher).map_err(|e| MethodError::Failed {
+            kind,
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -176,33 +167,86 @@ impl Method for SmimeMethod {
         Ok(())
     }
 
-    fn transform(&self, input: &[u8], recipients: &[Address]) -> Result<Vec<u8>, MethodError> {
-        let mut certs: Vec<X509> = Vec::new();
-        for r in recipients {
-            let key = match self.kind {
-                MethodKind::DomainSmime => domain_key(r.domain()),
-                _ => r.as_str().to_ascii_lowercase(),
-            };
-            let cert = self.cache.get(&key).ok_or_else(|| MethodError::NoKey {
-                kind: self.kind,
-                recipient: r.clone(),
-            })?;
-            // Several recipients of one domain share the domain certificate.
-            if !certs.iter().any(|c| c.as_ref() == cert.as_ref()) {
-                certs.push(cert);
+    fn transform<'a>(
+        &'a self,
+        input: &'a [u8],
+        copy: CopyInfo<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, MethodError>> {
+        Box::pin(self.encrypt(input, copy))
+    }
+}
+
+/// A copy that leaves without encryption (TLS only; plain for internal
+/// recipients), signed in the sender's name when the sender is one of our
+/// licensed users, else unchanged.
+pub struct SignedCopy {
+    kind: MethodKind,
+    mpki: Arc<Mpki>,
+}
+
+impl SignedCopy {
+    /// Only the unencrypted kinds: a signature never stands in for encryption.
+    pub fn new(kind: MethodKind, mpki: Arc<Mpki>) -> Option<Self> {
+        matches!(kind, MethodKind::TlsOnly | MethodKind::Plain).then_some(Self { kind, mpki })
+    }
+}
+
+impl Method for SignedCopy {
+    fn kind(&self) -> MethodKind {
+        self.kind
+    }
+
+    fn available(&self) -> Result<(), Unavailable> {
+        Ok(())
+    }
+
+    fn changes<'a>(&'a self, copy: CopyInfo<'a>) -> BoxFuture<'a, Result<bool, MethodError>> {
+        let kind = self.kind;
+        Box::pin(async move {
+            self.mpki
+                .signs_for(copy.envelope.mail_from.address())
+                .await
+                .map_err(|e| MethodError::Temporary {
+                    kind,
+                    reason: e.to_string(),
+                })
+        })
+    }
+
+    fn transform<'a>(
+        &'a self,
+        input: &'a [u8],
+        copy: CopyInfo<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, MethodError>> {
+        let kind = self.kind;
+        Box::pin(async move {
+            let now = i64::try_from(copy.now).unwrap_or(i64::MAX);
+            match self
+                .mpki
+                .sign_outbound(copy.envelope.mail_from.address(), input, now)
+                .await
+            {
+                Ok(Some(signed)) => Ok(signed),
+                Ok(None) => Ok(input.to_vec()),
+                Err(e) => Err(MethodError::Temporary {
+                    kind,
+                    reason: e.to_string(),
+                }),
             }
-        }
-        smime::encrypt(input, &certs, self.cipher).map_err(|e| MethodError::Failed {
-            kind: self.kind,
-            reason: e.to_string(),
         })
     }
 }
 
-/// Registers the S/MIME and domain-S/MIME methods over `cache`.
-pub fn register(registry: &mut Registry, cache: &Arc<CertCache>, cipher: ContentCipher) {
+/// Registers the S/MIME and domain-S/MIME methods, and the signing
+/// TLS-only and plain copies, over `mpki`.
+pub fn register(registry: &mut Registry, mpki: &Arc<Mpki>) {
     for kind in [MethodKind::Smime, MethodKind::DomainSmime] {
-        registry.register(Box::new(SmimeMethod::new(kind, Arc::clone(cache), cipher)));
+        registry.register(Box::new(SmimeMethod::new(kind, Arc::clone(mpki))));
+    }
+    for kind in [MethodKind::TlsOnly, MethodKind::Plain] {
+        if let Some(m) = SignedCopy::new(kind, Arc::clone(mpki)) {
+            registry.register(Box::new(m));
+        }
     }
 }
 
@@ -218,7 +262,6 @@ pub struct Mpki {
     store: Store,
     ca: Ca,
     settings: MpkiSettings,
-    cache: Arc<CertCache>,
 }
 
 impl std::fmt::Debug for Mpki {
@@ -309,7 +352,6 @@ impl Mpki {
             store,
             ca,
             settings,
-            cache: Arc::new(CertCache::default()),
         }
     }
 
@@ -329,11 +371,6 @@ impl Mpki {
 
     pub fn ca(&self) -> &Ca {
         &self.ca
-    }
-
-    /// The cache the registered methods read; see [`register`].
-    pub fn cache(&self) -> &Arc<CertCache> {
-        &self.cache
     }
 
     pub fn settings(&self) -> &MpkiSettings {
@@ -583,6 +620,24 @@ impl Mpki {
         )?))
     }
 
+    /// Whether [`Mpki::sign_outbound`] signs mail of this sender: an
+    /// internal sender who is a licensed user. Only licensed users are
+    /// Siegel's users: an unknown address of an internal domain (a
+    /// printer, a role account not yet in the directory) and
+    /// unlicensed/excluded users pass unprotected, as the licence states
+    /// say; they get no certificate behind their back.
+    pub async fn signs_for(&self, sender: Option<&Address>) -> Result<bool, MpkiError> {
+        let Some(sender) = sender.filter(|s| self.is_internal(s)) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .users()
+            .get(sender)
+            .await?
+            .is_some_and(|u| u.licence_state == LicenceState::Licensed))
+    }
+
     /// Signs an outbound mail of an internal sender who is a licensed user.
     /// `Ok(None)`: left as it is (external or unknown sender, no
     /// certificate and no auto-enrolment, already S/MIME, too large).
@@ -592,23 +647,13 @@ impl Mpki {
         message: &[u8],
         now: i64,
     ) -> Result<Option<Vec<u8>>, MpkiError> {
-        let Some(sender) = sender.filter(|s| self.is_internal(s)) else {
-            return Ok(None);
-        };
         if message.len() > MAX_SMIME_CONTENT || is_smime(message) {
             return Ok(None);
         }
-        // Only licensed users are Siegel's users: an unknown address of an
-        // internal domain (a printer, a role account not yet in the
-        // directory) and unlicensed/excluded users pass unprotected, as the
-        // licence states say; they get no certificate behind their back.
-        let licensed = self
-            .store
-            .users()
-            .get(sender)
-            .await?
-            .is_some_and(|u| u.licence_state == LicenceState::Licensed);
-        if !licensed {
+        let Some(sender) = sender else {
+            return Ok(None);
+        };
+        if !self.signs_for(Some(sender)).await? {
             return Ok(None);
         }
         let Some(signer) = self.signer_for(sender, now).await? else {
@@ -617,36 +662,27 @@ impl Mpki {
         Ok(Some(smime::sign(message, &signer)?))
     }
 
-    /// Loads the certificates a copy will be encrypted to into the cache
-    /// the registered methods read.
-    pub async fn prepare(
+    /// The certificate a copy for `recipient` is encrypted to: the usable
+    /// one that stays valid longest. `None`: none is usable now.
+    pub async fn recipient_certificate(
         &self,
-        kind: MethodKind,
-        recipients: &[Address],
+        recipient: &Address,
         now: i64,
-    ) -> Result<(), MpkiError> {
-        for r in recipients {
-            match kind {
-                MethodKind::Smime => {
-                    let records = self.store.certificates().for_address(r).await?;
-                    let cert = records
-                        .iter()
-                        .find(|k| usable(k, now))
-                        .and_then(|k| X509::from_der(&k.material).ok());
-                    self.cache.put(r.as_str().to_ascii_lowercase(), cert);
-                }
-                MethodKind::DomainSmime => {
-                    let keys = self.store.domain_keys().for_domain(r.domain()).await?;
-                    let cert = keys
-                        .iter()
-                        .find(|k| k.kind == DomainKeyKind::Smime)
-                        .and_then(|k| X509::from_der(&k.material).ok());
-                    self.cache.put(domain_key(r.domain()), cert);
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+    ) -> Result<Option<X509>, MpkiError> {
+        let records = self.store.certificates().for_address(recipient).await?;
+        Ok(records
+            .iter()
+            .find(|k| usable(k, now))
+            .and_then(|k| X509::from_der(&k.material).ok()))
+    }
+
+    /// The S/MIME domain certificate of a partner (or our own) domain.
+    pub async fn domain_certificate(&self, domain: &str) -> Result<Option<X509>, MpkiError> {
+        let keys = self.store.domain_keys().for_domain(domain).await?;
+        Ok(keys
+            .iter()
+            .find(|k| k.kind == DomainKeyKind::Smime)
+            .and_then(|k| X509::from_der(&k.material).ok()))
     }
 
     /// Our own domain certificate for `domain`, created on first use.
@@ -762,112 +798,55 @@ impl Mpki {
         Ok(crl.to_der()?)
     }
 
-    /// Inbound S/MIME: decrypt (to an internal user's or our domain's
-    /// certificate), verify (as of `at`), harvest, stamp. Never fails: a
-    /// mail that cannot be opened or verified is delivered with a stamp
-    /// that says why. `message_id` records where a harvested certificate
-    /// came from.
-    pub async fn inbound(
+    /// Inbound S/MIME decryption, to an internal recipient's certificate
+    /// or to our domain certificate. `Ok(Err(token))`: the mail could not
+    /// be opened (`malformed`, `no-key`); `Err`: the store did not answer.
+    pub async fn decrypt_inbound(
         &self,
         recipients: &[Address],
-        message: Vec<u8>,
-        message_id: Option<&str>,
+        message: &[u8],
+    ) -> Result<Result<(Vec<u8>, &'static str), &'static str>, MpkiError> {
+        self.decrypt(recipients, message).await
+    }
+
+    /// Verifies the S/MIME signature of an inbound mail as of `at`, against
+    /// our CA, the configured trust anchors and the certificates stored for
+    /// the `From` address. `Err`: the store did not answer.
+    pub async fn verify_inbound(
+        &self,
+        message: &[u8],
         at: SystemTime,
-    ) -> Vec<u8> {
-        if message.len() > MAX_SMIME_CONTENT {
-            return message;
-        }
-        let mut stamps: Vec<String> = Vec::new();
-        let mut message = message;
-        if is_encrypted(&message) {
-            match self.decrypt(recipients, &message).await {
-                Ok((plain, how)) => {
-                    message = plain;
-                    stamps.push(format!("X-Siegel-Encryption: {how}"));
-                }
-                Err(reason) => stamps.push(format!("X-Siegel-Encryption: failed; reason={reason}")),
-            }
-        }
-        let from = header_address(&message, "from");
+    ) -> Result<Verification, MpkiError> {
+        let from = header_address(message, "from");
         let mut trust = self.settings.trust.clone();
         trust.add(self.ca.certificate().clone());
-        if let Some(f) = &from
-            && let Ok(records) = self.store.certificates().for_address(f).await
-        {
-            for r in records.iter().filter(|r| !r.revoked) {
+        if let Some(f) = &from {
+            for r in self.store.certificates().for_address(f).await? {
+                if r.revoked {
+                    continue;
+                }
                 if let Ok(c) = X509::from_der(&r.material) {
                     trust.add(c);
                 }
             }
         }
-        match smime::verify(&message, &trust, at) {
-            Verification::NotSigned => {}
-            Verification::Valid {
-                signers,
-                certificate,
-                content,
-            } => {
-                // An opaque signature hides the content inside the CMS:
-                // deliver it readable (the stamp says it was signed).
-                if is_opaque_signed(&message) {
-                    message = unwrap_opaque(&message, &content);
-                }
-                let matching = from.as_ref().filter(|f| {
-                    signers
-                        .iter()
-                        .any(|s| s.as_str().eq_ignore_ascii_case(f.as_str()))
-                });
-                match matching {
-                    Some(f) => {
-                        stamps.push(format!("X-Siegel-Signature: valid; signer={f}"));
-                        let mid = message_id
-                            .map(str::to_owned)
-                            .or_else(|| header_value(&message, "message-id"))
-                            .unwrap_or_else(|| "<unknown>".to_owned());
-                        if let Err(error) = self.harvest(f, &certificate, &mid).await {
-                            tracing::warn!(target: "siegel::mpki", address = %f, %error, "cannot harvest the certificate");
-                        }
-                    }
-                    None => {
-                        stamps.push("X-Siegel-Signature: invalid; reason=from-mismatch".to_owned())
-                    }
-                }
-            }
-            Verification::Invalid { reason } => {
-                tracing::info!(target: "siegel::mpki", %reason, "invalid S/MIME signature");
-                stamps.push(format!(
-                    "X-Siegel-Signature: invalid; reason={}",
-                    reason.token()
-                ));
-            }
-        }
-        if stamps.is_empty() {
-            return message;
-        }
-        let mut out = Vec::with_capacity(message.len() + 256);
-        for s in stamps {
-            out.extend_from_slice(s.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(&message);
-        out
+        Ok(smime::verify(message, &trust, at))
     }
 
     async fn decrypt(
         &self,
         recipients: &[Address],
         message: &[u8],
-    ) -> Result<(Vec<u8>, &'static str), &'static str> {
-        let mut reason = "no-key";
+    ) -> Result<Result<(Vec<u8>, &'static str), &'static str>, MpkiError> {
         for r in recipients.iter().filter(|r| self.is_internal(r)) {
-            let Ok(records) = self.store.certificates().for_address(r).await else {
-                continue;
-            };
+            let records = self.store.certificates().for_address(r).await?;
             for rec in records.iter().filter(|k| k.has_private_key) {
+                // A key that does not unseal or parse is one we cannot use
+                // (logged by the store); another may still open the mail.
                 if let Ok(Some((c, k))) = self.open(rec).await {
                     match smime::decrypt(message, &c, &k) {
-                        Ok(plain) => return Ok((plain, "smime")),
-                        Err(DecryptError::Malformed(_)) => return Err("malformed"),
+                        Ok(plain) => return Ok(Ok((plain, "smime"))),
+                        Err(DecryptError::Malformed(_)) => return Ok(Err("malformed")),
                         Err(_) => {}
                     }
                 }
@@ -880,14 +859,12 @@ impl Mpki {
             .collect();
         domains.dedup();
         for d in domains {
-            let Ok(keys) = self.store.domain_keys().for_domain(d).await else {
-                continue;
-            };
+            let keys = self.store.domain_keys().for_domain(d).await?;
             for k in keys
                 .iter()
                 .filter(|k| k.kind == DomainKeyKind::Smime && k.has_private_key)
             {
-                let Ok(Some(secret)) = self.store.domain_keys().private_key(&k.fingerprint).await
+                let Some(secret) = self.store.domain_keys().private_key(&k.fingerprint).await?
                 else {
                     continue;
                 };
@@ -898,18 +875,18 @@ impl Mpki {
                     continue;
                 };
                 match smime::decrypt(message, &c, &key) {
-                    Ok(plain) => return Ok((plain, "domain-smime")),
-                    Err(DecryptError::Malformed(_)) => return Err("malformed"),
-                    Err(_) => reason = "no-key",
+                    Ok(plain) => return Ok(Ok((plain, "domain-smime"))),
+                    Err(DecryptError::Malformed(_)) => return Ok(Err("malformed")),
+                    Err(_) => {}
                 }
             }
         }
-        Err(reason)
+        Ok(Err("no-key"))
     }
 
     /// Keeps the certificate of a valid signature for its address; a newer
     /// one supersedes the older harvested ones.
-    async fn harvest(
+    pub async fn harvest(
         &self,
         address: &Address,
         cert: &X509,
@@ -1030,19 +1007,20 @@ fn content_type(message: &[u8]) -> String {
 }
 
 /// Already S/MIME (signed or encrypted by the client): left alone.
-fn is_smime(message: &[u8]) -> bool {
+pub fn is_smime(message: &[u8]) -> bool {
     let ct = content_type(message);
     ct.starts_with("multipart/signed") || ct.contains("pkcs7-mime")
 }
 
-fn is_opaque_signed(message: &[u8]) -> bool {
+/// An opaque signature (`application/pkcs7-mime; smime-type=signed-data`).
+pub fn is_opaque_signed(message: &[u8]) -> bool {
     let ct = content_type(message);
     ct.contains("pkcs7-mime") && ct.contains("signed-data")
 }
 
 /// The outer header fields except those describing the body, then the
 /// signed entity (its own `Content-*` fields, empty line, body).
-fn unwrap_opaque(message: &[u8], entity: &[u8]) -> Vec<u8> {
+pub fn unwrap_opaque(message: &[u8], entity: &[u8]) -> Vec<u8> {
     let h = head(message);
     let mut out = Vec::with_capacity(h.len() + entity.len() + 32);
     let mut keep = false;
@@ -1064,7 +1042,8 @@ fn unwrap_opaque(message: &[u8], entity: &[u8]) -> Vec<u8> {
     out
 }
 
-fn is_encrypted(message: &[u8]) -> bool {
+/// S/MIME-encrypted (EnvelopedData/AuthEnvelopedData, or a `.p7m` file).
+pub fn is_encrypted(message: &[u8]) -> bool {
     let ct = content_type(message);
     (ct.contains("pkcs7-mime") && !ct.contains("signed-data"))
         || (ct.starts_with("application/octet-stream") && ct.contains(".p7m"))

@@ -89,7 +89,7 @@ async fn world(auto_enroll: bool) -> World {
         .unwrap(),
     );
     let mut registry = siegel_policy::Registry::foundation();
-    smime::register(&mut registry, mpki.cache(), mpki.settings().cipher);
+    smime::register(&mut registry, &mpki);
     let directory = StoreDirectory(store.clone());
     let env = Arc::new(PolicyEnv {
         settings: PolicySettings {
@@ -548,7 +548,8 @@ async fn an_opaque_signed_mail_is_verified_and_delivered_readable() {
 }
 
 #[tokio::test]
-async fn a_revoked_recipient_certificate_is_not_used_even_if_cached() {
+async fn a_revoked_recipient_certificate_is_never_used() {
+    use siegel_policy::{CopyInfo, MethodKind};
     let w = world(true).await;
     let bob = Address::parse("bob@partner.example").unwrap();
     let rec = w
@@ -556,26 +557,26 @@ async fn a_revoked_recipient_certificate_is_not_used_even_if_cached() {
         .import_certificates(&w.partner.bob.certificate.to_pem().unwrap())
         .await
         .unwrap();
-    w.mpki
-        .prepare(MethodKind::Smime, std::slice::from_ref(&bob), now() as i64)
-        .await
-        .unwrap();
-    let method = w.pipeline.env.registry.get(MethodKind::Smime).unwrap();
-    assert!(
-        method
-            .transform(MAIL.as_bytes(), std::slice::from_ref(&bob))
-            .is_ok()
+    let env = envelope(
+        Direction::Outbound,
+        "alice@example.com",
+        &["bob@partner.example"],
     );
+    let copy = CopyInfo {
+        envelope: &env,
+        recipients: std::slice::from_ref(&bob),
+        confidential: true,
+        now: now(),
+    };
+    let method = w.pipeline.env.registry.get(MethodKind::Smime).unwrap();
+    let encrypted = method.transform(MAIL.as_bytes(), copy).await.unwrap();
+    assert!(contains(&encrypted, "application/pkcs7-mime"));
     w.mpki
         .revoke(&rec[0].fingerprint, now() as i64)
         .await
         .unwrap();
-    w.mpki
-        .prepare(MethodKind::Smime, std::slice::from_ref(&bob), now() as i64)
-        .await
-        .unwrap();
     assert!(matches!(
-        method.transform(MAIL.as_bytes(), &[bob]),
+        method.transform(MAIL.as_bytes(), copy).await,
         Err(siegel_policy::MethodError::NoKey { .. })
     ));
 }

@@ -27,13 +27,13 @@ impl Stage for Probe {
     fn applies_to(&self, d: Direction) -> bool {
         self.only.is_none_or(|o| o == d)
     }
-    fn run(&self, ctx: &mut MessageCtx<'_>) -> Verdict {
+    fn run<'a>(&'a self, ctx: &'a mut MessageCtx<'_>) -> BoxFuture<'a, Verdict> {
         self.log.lock().unwrap().push(self.name);
         ctx.state.note = Some(format!(
             "seen headers: {}",
-            String::from_utf8_lossy(ctx.header_block)
+            String::from_utf8_lossy(ctx.content.header())
         ));
-        self.verdict.clone()
+        Box::pin(std::future::ready(self.verdict.clone()))
     }
 }
 
@@ -51,7 +51,7 @@ fn probe(
     })
 }
 
-fn envelope(rcpts: &[&str]) -> Envelope {
+pub(crate) fn envelope(rcpts: &[&str]) -> Envelope {
     Envelope {
         id: QueueId::generate(),
         mail_from: ReversePath::Address(Address::parse("s@example.org").unwrap()),
@@ -85,8 +85,8 @@ async fn spool_with_mail(rcpts: &[&str]) -> (tempfile::TempDir, Spool, QueueId) 
     (dir, spool, id)
 }
 
-#[test]
-fn stage_order_is_data_and_visible() {
+#[tokio::test]
+async fn stage_order_is_data_and_visible() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let p = Pipeline::new(
         "mx".into(),
@@ -108,7 +108,11 @@ fn stage_order_is_data_and_visible() {
     );
     let env = envelope(&["a@example.com"]);
     let mut state = EntryState::new(1);
-    assert_eq!(p.apply(&env, &mut state, b"", NOW), Verdict::Continue);
+    let mut content = Content::from_bytes(Vec::new());
+    assert_eq!(
+        p.apply(&env, &mut state, &mut content, NOW).await,
+        Verdict::Continue
+    );
     assert_eq!(*log.lock().unwrap(), ["first", "second"]);
     let standard = Pipeline::standard("mx".into());
     assert_eq!(
@@ -121,8 +125,8 @@ fn stage_order_is_data_and_visible() {
     );
 }
 
-#[test]
-fn a_stopping_verdict_skips_later_stages_and_modified_is_kept() {
+#[tokio::test]
+async fn a_stopping_verdict_skips_later_stages_and_modified_is_kept() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let p = Pipeline::new(
         "mx".into(),
@@ -132,8 +136,10 @@ fn a_stopping_verdict_skips_later_stages_and_modified_is_kept() {
         ],
     );
     let env = envelope(&["a@example.com"]);
+    let mut content = Content::from_bytes(Vec::new());
     assert_eq!(
-        p.apply(&env, &mut EntryState::new(1), b"", NOW),
+        p.apply(&env, &mut EntryState::new(1), &mut content, NOW)
+            .await,
         Verdict::Modified
     );
     let p = Pipeline::new(
@@ -144,7 +150,8 @@ fn a_stopping_verdict_skips_later_stages_and_modified_is_kept() {
         ],
     );
     assert_eq!(
-        p.apply(&env, &mut EntryState::new(1), b"", NOW),
+        p.apply(&env, &mut EntryState::new(1), &mut content, NOW)
+            .await,
         Verdict::Hold("why".into())
     );
     assert!(!log.lock().unwrap().contains(&"never"));

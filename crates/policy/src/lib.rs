@@ -23,5 +23,7 @@ pub use classify::{
     SIEGEL_CLASSIFICATION, classify,
 };
 pub use decide::{Decision, KeyRef, MethodKind, Outcome, Preference, RecipientFacts, decide};
-pub use method::{Method, MethodError, PassThrough, Registry, Unavailable, decide_all};
+pub use method::{
+    BoxFuture, CopyInfo, Method, MethodError, PassThrough, Registry, Unavailable, decide_all,
+};
 pub use split::{Group, Split, split};

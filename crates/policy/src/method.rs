@@ -9,8 +9,10 @@
 //! pretend to protect a mail.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
-use siegel_types::Address;
+use siegel_types::{Address, Envelope};
 
 use crate::decide::{Decision, MethodKind, RecipientFacts, decide_with};
 
@@ -36,6 +38,28 @@ pub enum MethodError {
     /// The method itself failed (bad key material, encoding error, …).
     #[error("{kind} failed: {reason}")]
     Failed { kind: MethodKind, reason: String },
+    /// Something the method needs is down for now (the store): the mail
+    /// must be tried again later, not held or sent another way.
+    #[error("{kind}: temporary failure: {reason}")]
+    Temporary { kind: MethodKind, reason: String },
+}
+
+/// A boxed future, so that methods can do I/O (load keys, store a GINA
+/// container key) and still be held as trait objects in a [`Registry`].
+/// This crate only names the type; it runs nothing itself.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a method knows about the copy it makes: the mail's envelope (sender,
+/// Message-ID, direction) and the recipients who share this copy.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyInfo<'a> {
+    pub envelope: &'a Envelope,
+    /// The recipients of this copy (a subset of the envelope's).
+    pub recipients: &'a [Address],
+    /// Whether the mail is confidential for these recipients.
+    pub confidential: bool,
+    /// Unix seconds; injected so that tests pin the clock.
+    pub now: u64,
 }
 
 /// One way a mail can leave Siegel.
@@ -46,10 +70,24 @@ pub trait Method: Send + Sync {
     /// Whether it can run now (implemented, configured, keys reachable).
     fn available(&self) -> Result<(), Unavailable>;
 
-    /// Turns the mail (header and body, as it leaves the pipeline) into the
-    /// copy sent to `recipients`, who all share this copy (see
-    /// [`crate::split`]).
-    fn transform(&self, input: &[u8], recipients: &[Address]) -> Result<Vec<u8>, MethodError>;
+    /// Whether [`Method::transform`] would change this copy. The pipeline
+    /// asks first so that a mail nothing changes is passed on without
+    /// being loaded or copied; the default is yes.
+    fn changes<'a>(&'a self, copy: CopyInfo<'a>) -> BoxFuture<'a, Result<bool, MethodError>> {
+        let _ = copy;
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    /// Turns the mail (header and body, as it leaves the pipeline's stages,
+    /// not yet signed) into the copy sent to `copy.recipients`, who all
+    /// share this copy (see [`crate::split`]). Signing is the method's job
+    /// too, because what a signature must look like depends on it (S/MIME
+    /// inside S/MIME encryption, an OpenPGP signature inside OpenPGP).
+    fn transform<'a>(
+        &'a self,
+        input: &'a [u8],
+        copy: CopyInfo<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, MethodError>>;
 }
 
 /// A method that sends the mail as it is: TLS only and plain.
@@ -82,8 +120,16 @@ impl Method for PassThrough {
         Ok(())
     }
 
-    fn transform(&self, input: &[u8], _recipients: &[Address]) -> Result<Vec<u8>, MethodError> {
-        Ok(input.to_vec())
+    fn changes<'a>(&'a self, _copy: CopyInfo<'a>) -> BoxFuture<'a, Result<bool, MethodError>> {
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
+    fn transform<'a>(
+        &'a self,
+        input: &'a [u8],
+        _copy: CopyInfo<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, MethodError>> {
+        Box::pin(std::future::ready(Ok(input.to_vec())))
     }
 }
 
@@ -163,8 +209,15 @@ mod tests {
                 reason: "key store unreachable".into(),
             })
         }
-        fn transform(&self, _: &[u8], _: &[Address]) -> Result<Vec<u8>, MethodError> {
-            Err(self.available().unwrap_err().into())
+        fn transform<'a>(
+            &'a self,
+            _: &'a [u8],
+            _: CopyInfo<'a>,
+        ) -> BoxFuture<'a, Result<Vec<u8>, MethodError>> {
+            Box::pin(std::future::ready(Err(self
+                .available()
+                .unwrap_err()
+                .into())))
         }
     }
 
@@ -222,10 +275,35 @@ mod tests {
     #[test]
     fn pass_through_copies_and_is_only_for_unencrypted_kinds() {
         let rcpt = [Address::parse("b@partner.example").unwrap()];
-        assert_eq!(
-            PassThrough::tls_only().transform(b"x", &rcpt).unwrap(),
-            b"x"
-        );
+        let envelope = Envelope {
+            id: siegel_types::QueueId::generate(),
+            mail_from: siegel_types::ReversePath::Null,
+            recipients: Vec::new(),
+            direction: siegel_types::Direction::Outbound,
+            origin: siegel_types::Origin::Dsn,
+            received_at: 0,
+            size: 0,
+            body_8bit: false,
+            smtputf8: false,
+            env_id: None,
+            ret: None,
+            message_id: None,
+        };
+        let copy = CopyInfo {
+            envelope: &envelope,
+            recipients: &rcpt,
+            confidential: false,
+            now: 0,
+        };
+        let tls_only = PassThrough::tls_only();
+        let mut out = tls_only.transform(b"x", copy);
+        // A pass-through does no I/O: its future is ready at once.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let std::task::Poll::Ready(out) = out.as_mut().poll(&mut cx) else {
+            panic!("pass-through must not wait")
+        };
+        assert_eq!(out.unwrap(), b"x");
         assert_eq!(PassThrough::tls_only().kind(), MethodKind::TlsOnly);
         assert_eq!(PassThrough::plain().kind(), MethodKind::Plain);
         assert_eq!(format!("{:?}", Registry::foundation()), "{TlsOnly, Plain}");

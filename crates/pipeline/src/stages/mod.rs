@@ -1,8 +1,16 @@
 //! One file per stage. Each stage is a type implementing [`crate::Stage`];
-//! the order they run in is the list in [`crate::Pipeline::standard`].
+//! the order they run in is the list in [`crate::Pipeline::standard_with`].
 
+pub mod decrypt;
+pub mod harvest;
 pub mod policy;
 pub mod received;
+pub mod stamp;
+pub mod verify;
 
+pub use decrypt::Decrypt;
+pub use harvest::Harvest;
 pub use policy::{Classify, Decide, SIEGEL_PREFIX, SplitCopies, StripSiegelHeaders};
 pub use received::ReceivedHeader;
+pub use stamp::Stamp;
+pub use verify::Verify;

@@ -1,14 +1,14 @@
 //! The policy stages: classify → decide → split (outbound), and the removal
 //! of spoofed `X-Siegel-*` headers (inbound).
 //!
-//! Stages are synchronous and never touch the content file: they record
-//! what must change in [`crate::PolicyState`], and [`crate::Pipeline::process`]
-//! writes the edited copies afterwards (see `docs` on `process`). The keys of
-//! the recipients are loaded before the stages run ([`crate::MessageCtx::keys`]).
+//! These stages only edit the header section ([`crate::Content::set_header`]):
+//! the body stays on disk, and the copies are written afterwards by
+//! streaming the edited header and the original body. The keys of the
+//! recipients are loaded before the stages run ([`crate::MessageCtx::keys`]).
 
 use std::sync::Arc;
 
-use siegel_policy::classify;
+use siegel_policy::{BoxFuture, classify};
 use siegel_types::{Address, Direction};
 
 use crate::policy::{PolicyEnv, decide_and_split, facts_for};
@@ -32,9 +32,16 @@ impl Stage for StripSiegelHeaders {
         d == Direction::Inbound
     }
 
-    fn run(&self, ctx: &mut MessageCtx<'_>) -> Verdict {
+    fn run<'a>(&'a self, ctx: &'a mut MessageCtx<'_>) -> BoxFuture<'a, Verdict> {
+        Box::pin(std::future::ready(strip(ctx)))
+    }
+}
+
+fn strip(ctx: &mut MessageCtx<'_>) -> Verdict {
+    {
         let mut found = false;
-        for name in header_names(ctx.header_block) {
+        let mut names = Vec::new();
+        for name in header_names(ctx.content.header()) {
             let is_ours = name
                 .get(..SIEGEL_PREFIX.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(SIEGEL_PREFIX));
@@ -45,11 +52,16 @@ impl Stage for StripSiegelHeaders {
                     .iter()
                     .any(|h| h.eq_ignore_ascii_case(&name))
             {
-                ctx.policy.strip_headers.push(name);
+                ctx.policy.strip_headers.push(name.clone());
+                names.push(name);
                 found = true;
             }
         }
         if found {
+            let mut edit = siegel_policy::Classification::default();
+            edit.strip_headers = names;
+            let new = edit.apply(ctx.content.header());
+            ctx.content.set_header(new);
             Verdict::Modified
         } else {
             Verdict::Continue
@@ -91,15 +103,23 @@ impl Stage for Classify {
         d == Direction::Outbound
     }
 
-    fn run(&self, ctx: &mut MessageCtx<'_>) -> Verdict {
-        let c = classify(ctx.header_block, &recipients(ctx), &self.0.settings.rules);
+    fn run<'a>(&'a self, ctx: &'a mut MessageCtx<'_>) -> BoxFuture<'a, Verdict> {
+        let c = classify(
+            ctx.content.header(),
+            &recipients(ctx),
+            &self.0.settings.rules,
+        );
         let edits = c.new_subject.is_some() || !c.strip_headers.is_empty();
-        ctx.policy.classification = Some(c);
         if edits {
+            let new = c.apply(ctx.content.header());
+            ctx.content.set_header(new);
+        }
+        ctx.policy.classification = Some(c);
+        Box::pin(std::future::ready(if edits {
             Verdict::Modified
         } else {
             Verdict::Continue
-        }
+        }))
     }
 }
 
@@ -117,7 +137,13 @@ impl Stage for Decide {
         d == Direction::Outbound
     }
 
-    fn run(&self, ctx: &mut MessageCtx<'_>) -> Verdict {
+    fn run<'a>(&'a self, ctx: &'a mut MessageCtx<'_>) -> BoxFuture<'a, Verdict> {
+        Box::pin(std::future::ready(self.decide(ctx)))
+    }
+}
+
+impl Decide {
+    fn decide(&self, ctx: &mut MessageCtx<'_>) -> Verdict {
         let Some(c) = ctx.policy.classification.clone() else {
             // A stage list without `classify` first is our bug; deciding as
             // "not confidential" could send confidential mail in clear.
@@ -155,7 +181,13 @@ impl Stage for SplitCopies {
         d == Direction::Outbound
     }
 
-    fn run(&self, ctx: &mut MessageCtx<'_>) -> Verdict {
+    fn run<'a>(&'a self, ctx: &'a mut MessageCtx<'_>) -> BoxFuture<'a, Verdict> {
+        Box::pin(std::future::ready(check_split(ctx)))
+    }
+}
+
+fn check_split(ctx: &MessageCtx<'_>) -> Verdict {
+    {
         let Some(s) = &ctx.policy.split else {
             return Verdict::Hold("policy: split ran without decisions".to_owned());
         };

@@ -12,6 +12,8 @@ use siegel_types::{Direction, Envelope, Origin};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use siegel_policy::BoxFuture;
+
 use crate::{MessageCtx, Stage, Verdict};
 
 /// Adds `Received: from HELO ([IP]) by HOST (Siegel) with ESMTPS id ID [for <rcpt>]; DATE`.
@@ -30,16 +32,20 @@ impl Stage for ReceivedHeader {
         true
     }
 
-    fn run(&self, ctx: &mut MessageCtx<'_>) -> Verdict {
-        if already_stamped(&ctx.state.prepend, ctx.hostname, ctx.envelope) {
-            // A retry after a crash: the first run's line is already there.
-            return Verdict::Continue;
-        }
-        let line = received_line(ctx.envelope, ctx.hostname, ctx.now);
-        // The newest trace header goes on top (RFC 5321 §4.4).
-        ctx.state.prepend.insert_str(0, &line);
-        Verdict::Modified
+    fn run<'a>(&'a self, ctx: &'a mut MessageCtx<'_>) -> BoxFuture<'a, Verdict> {
+        Box::pin(std::future::ready(stamp(ctx)))
     }
+}
+
+fn stamp(ctx: &mut MessageCtx<'_>) -> Verdict {
+    if already_stamped(&ctx.state.prepend, ctx.hostname, ctx.envelope) {
+        // A retry after a crash: the first run's line is already there.
+        return Verdict::Continue;
+    }
+    let line = received_line(ctx.envelope, ctx.hostname, ctx.now);
+    // The newest trace header goes on top (RFC 5321 §4.4).
+    ctx.state.prepend.insert_str(0, &line);
+    Verdict::Modified
 }
 
 /// Whether `prepend` holds a Received line of ours for this mail. Compares
@@ -320,13 +326,14 @@ mod tests {
             let mut ctx = MessageCtx {
                 envelope: &env,
                 state,
-                header_block: b"",
+                content: &mut crate::Content::from_bytes(Vec::new()),
                 hostname: "mx.siegel.test",
                 now,
                 keys: &[],
                 policy: &mut crate::PolicyState::default(),
+                findings: &mut crate::Findings::default(),
             };
-            ReceivedHeader.run(&mut ctx)
+            stamp(&mut ctx)
         };
         assert_eq!(run(&mut state, NOW), Verdict::Modified);
         assert!(state.prepend.starts_with("Received: "));

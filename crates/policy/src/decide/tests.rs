@@ -451,8 +451,12 @@ impl Method for Stub {
             })
         }
     }
-    fn transform(&self, input: &[u8], _: &[Address]) -> Result<Vec<u8>, MethodError> {
-        Ok(input.to_vec())
+    fn transform<'a>(
+        &'a self,
+        input: &'a [u8],
+        _: crate::CopyInfo<'a>,
+    ) -> crate::BoxFuture<'a, Result<Vec<u8>, MethodError>> {
+        Box::pin(std::future::ready(Ok(input.to_vec())))
     }
 }
 
