@@ -1247,6 +1247,8 @@ pub async fn register(
         {
             return generic_error(&state, lang, &e);
         }
+        // The language the recipient registered in becomes theirs.
+        let _ = state.store.gina().set_language(&address, lang.tag()).await;
         state.audit(
             "register",
             Some(address.as_str()),
@@ -2629,6 +2631,11 @@ pub async fn theme_logo(State(state): State<AppState>, Path(name): Path<String>)
         logo.bytes,
     )
         .into_response()
+}
+
+/// Browsers ask for it on every first visit; the default theme's logo.
+pub async fn favicon(state: State<AppState>) -> Response {
+    theme_logo(state, Path("default".to_owned())).await
 }
 
 fn not_found_page(state: &AppState, lang: Lang) -> Response {

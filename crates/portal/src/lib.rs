@@ -326,6 +326,7 @@ fn routes(state: AppState) -> Router {
         .route("/lang/{lang}", get(set_lang))
         .route("/theme/{name}/portal.css", get(theme_css))
         .route("/theme/{name}/logo", get(theme_logo))
+        .route("/favicon.ico", get(favicon))
         .fallback(not_found)
         .with_state(state)
 }

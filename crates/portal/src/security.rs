@@ -20,25 +20,27 @@ pub struct ClientAddr(pub SocketAddr);
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Whether a POST comes from a page of ours. Browsers send `Sec-Fetch-Site`
-/// and `Origin` with every POST; a request with neither is not from a
-/// browser (and a CSRF attack needs one), so it goes on to the token check.
+/// Whether a POST comes from a page of ours. Browsers send
+/// `Sec-Fetch-Site` with every request; when it is there, it decides.
+/// `Origin` is checked otherwise — except `null`, which is what a browser
+/// sends for our own forms under `Referrer-Policy: no-referrer` (Fetch
+/// spec, "serializing a request origin"). A request with neither is not
+/// from a browser that could be abused for CSRF, and still needs a token.
 fn same_origin(req: &Request, origin: &str) -> bool {
     if let Some(site) = req
         .headers()
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
     {
-        return false;
+        return matches!(site, "same-origin" | "none");
     }
     match req
         .headers()
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
     {
+        Some("null") | None => true,
         Some(o) => o.eq_ignore_ascii_case(origin),
-        None => true,
     }
 }
 

@@ -145,7 +145,10 @@ pub(crate) fn lang_of(
     headers: &HeaderMap,
     account: Option<&GinaAccount>,
 ) -> Lang {
+    // An account that has not registered yet has the sender's default
+    // language; until the recipient chose, their browser decides.
     account
+        .filter(|a| !a.must_register)
         .and_then(|a| Lang::from_tag(&a.language))
         .or_else(|| cookie(headers, LANG).and_then(Lang::from_tag))
         .or_else(|| {
