@@ -11,7 +11,8 @@ SECS="${1:-20}"
 CONNS="${2:-16}"
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk; scripts/test installs it)"; exit 1; }
-cargo build --release -q -p siegel -p siegel-gina --example bench_seal
+cargo build --release -q -p siegel
+cargo build --release -q -p siegel-gina --example bench_seal
 T="${CARGO_TARGET_DIR:-target}/release"
 
 echo "== containers (100 KB mails)"

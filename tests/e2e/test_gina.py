@@ -398,3 +398,37 @@ def test_lockout_spares_own_browser_throttling_and_csrf(gina_factory, browsers, 
                                       or "Too many" in d.page_source)
     assert "Too many attempts from your network" in evil.page_source
     shots.take("throttled")
+
+
+def test_settings_upload_certificate_makes_the_policy_use_smime(gina_factory, browsers, tmp_path):
+    g = gina_factory()
+    driver = browsers()
+    path, pw = g.seal(mail("Hello"))
+    login_and_register(driver, g, path, "bob@partner.example", pw)
+    wait(driver, ".body-text")
+    # Bob's own S/MIME certificate (made with openssl, email SAN).
+    key, cert = tmp_path / "bob.key", tmp_path / "bob.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "30", "-subj", "/CN=Bob", "-addext", "subjectAltName=email:bob@partner.example",
+                    "-addext", "keyUsage=digitalSignature,keyEncipherment"], check=True, capture_output=True)
+    # Someone else's certificate is refused.
+    other = tmp_path / "eve.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "eve.key"),
+                    "-out", str(other), "-days", "30", "-subj", "/CN=Eve",
+                    "-addext", "subjectAltName=email:eve@partner.example"], check=True, capture_output=True)
+    driver.get(g.url + "/settings")
+    driver.find_element(By.CSS_SELECTOR, "input[name=method][value=smime]").click()
+    driver.find_element(By.NAME, "key_file").send_keys(str(other))
+    driver.find_element(By.CSS_SELECTOR, "form[action$='/settings/method'] button").click()
+    WebDriverWait(driver, 30).until(lambda d: "is not a certificate or public key for" in d.page_source)
+    driver.find_element(By.CSS_SELECTOR, "input[name=method][value=smime]").click()
+    driver.find_element(By.NAME, "key_file").send_keys(str(cert))
+    driver.find_element(By.CSS_SELECTOR, "form[action$='/settings/method'] button").click()
+    WebDriverWait(driver, 30).until(lambda d: "Your choice was saved" in d.page_source)
+    Shots(driver, tmp_path / "screenshots").take("settings-certificate")
+    # From now on the policy encrypts to Bob's certificate.
+    r = g.siegel.cli("policy", "explain", "--from", "alice@example.com", "--to", "bob@partner.example",
+                     "--subject", "[secure] figures")
+    assert r.returncode == 0, r.stdout + r.stderr
+    decision = r.stdout.split("bob@partner.example", 1)[1]
+    assert re.search(r"decision:\s+S/MIME", decision) and "chose S/MIME in the portal" in decision, r.stdout

@@ -965,3 +965,112 @@ async fn sessions_time_out_and_reset_by_answer() {
     );
     assert!(c.cookies.contains_key("siegel_session"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signup_in_advance_with_a_verification_link() {
+    let w = world().await;
+    let mut b = Browser::default();
+    let page = b.req(w.addr, "GET", "/signup", &[], None).await;
+    assert_eq!(page.status, 200);
+    let csrf = page.csrf();
+    let sent = b
+        .post(
+            w.addr,
+            "/signup",
+            &[("csrf", &csrf), ("email", "dora@partner.example")],
+        )
+        .await;
+    assert!(
+        sent.text().contains("a confirmation link is on its way"),
+        "{}",
+        sent.text()
+    );
+    // For an address with an account the page says the same.
+    let same = b
+        .post(
+            w.addr,
+            "/signup",
+            &[("csrf", &csrf), ("email", "bob@partner.example")],
+        )
+        .await;
+    assert!(same.text().contains("a confirmation link is on its way"));
+
+    // The verification mail went into the spool as outbound mail.
+    let entries = w.spool.list().unwrap();
+    assert_eq!(entries.len(), 2, "one mail per address");
+    let mut link = None;
+    let mut bob_mail = String::new();
+    for e in &entries {
+        assert_eq!(e.envelope.direction, Direction::Outbound);
+        let (mut f, _) = w.spool.open_content(&e.envelope.id).await.unwrap();
+        let mut raw = Vec::new();
+        f.read_to_end(&mut raw).await.unwrap();
+        let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        let text = parsed.body_text(0).unwrap().into_owned();
+        if e.envelope.recipients[0].address.as_str() == "dora@partner.example" {
+            let i = text.find("/signup/verify?token=").unwrap();
+            let token: String = text[i + 21..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            link = Some(format!("/signup/verify?token={token}"));
+        } else {
+            bob_mail = text;
+        }
+    }
+    assert!(bob_mail.contains("has an account already"), "{bob_mail}");
+    assert!(
+        !bob_mail.contains("token="),
+        "no registration link for an existing account"
+    );
+    // A second request within ten minutes sends nothing more.
+    b.post(
+        w.addr,
+        "/signup",
+        &[("csrf", &csrf), ("email", "dora@partner.example")],
+    )
+    .await;
+    assert_eq!(w.spool.list().unwrap().len(), 2);
+
+    let link = link.expect("verification link");
+    let form = b.req(w.addr, "GET", &link, &[], None).await;
+    assert_eq!(form.status, 200);
+    assert!(
+        form.text().contains("dora@partner.example is confirmed"),
+        "{}",
+        form.text()
+    );
+    let token = link.rsplit('=').next().unwrap().to_owned();
+    let csrf = form.csrf();
+    let done = b
+        .post(
+            w.addr,
+            "/register",
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("new_password", NEW_PW),
+                ("new_password_confirm", NEW_PW),
+                ("security_question", "City?"),
+                ("security_answer", "Bonn"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.text());
+    let dora = w
+        .store
+        .gina()
+        .by_address(&addr("dora@partner.example"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!dora.must_register);
+    assert_eq!(dora.security_question.as_deref(), Some("City?"));
+    // The link works once.
+    let again = Browser::default()
+        .req(w.addr, "GET", &link, &[], None)
+        .await;
+    assert_eq!(again.status, 410);
+    let home = b.req(w.addr, "GET", "/", &[], None).await;
+    assert!(home.text().contains("Welcome"), "logged in after sign-up");
+}
