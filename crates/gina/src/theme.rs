@@ -156,7 +156,10 @@ pub struct Theme {
     name: String,
     env: Environment<'static>,
     texts: BTreeMap<Lang, BTreeMap<String, String>>,
-    settings: BTreeMap<String, toml::Value>,
+    /// The texts and settings as template values, built once: converting
+    /// ~250 texts per page would cost more than rendering the page.
+    text_values: BTreeMap<Lang, Value>,
+    settings_value: Value,
     logo: Logo,
 }
 
@@ -330,11 +333,19 @@ impl Layer {
                     message: e.to_string(),
                 })?;
         }
+        let text_values = Lang::ALL
+            .iter()
+            .map(|l| {
+                let t = self.texts.get(l).cloned().unwrap_or_default();
+                (*l, Value::from_serialize(&t))
+            })
+            .collect();
         Ok(Theme {
             name: name.to_owned(),
             env,
             texts: self.texts,
-            settings: self.settings,
+            text_values,
+            settings_value: Value::from_serialize(&self.settings),
             logo: self.logo.unwrap_or(Logo {
                 bytes: EMBEDDED_LOGO.to_vec(),
                 content_type: "image/svg+xml",
@@ -379,9 +390,9 @@ impl Theme {
         };
         let tmpl = self.env.get_template(template).map_err(err)?;
         let base = minijinja::context! {
-            t => Value::from_serialize(self.texts(lang)),
+            t => self.text_values.get(&lang).cloned().unwrap_or_default(),
             lang => lang.tag(),
-            theme => Value::from_serialize(&self.settings),
+            theme => self.settings_value.clone(),
             theme_name => &self.name,
         };
         tmpl.render(minijinja::context! { ..ctx, ..base })
