@@ -99,6 +99,50 @@ pub enum Command {
         #[command(subcommand)]
         action: DomainCertAction,
     },
+    /// GINA: recipients' accounts and the containers sent to them.
+    Gina {
+        #[command(subcommand)]
+        action: GinaAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GinaAction {
+    /// One line per GINA account (address, state, method, language).
+    List {
+        /// Stop after this many accounts.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Revoke every container of a mail: their keys are deleted, so no copy
+    /// can be opened any more.
+    Revoke {
+        #[arg(value_name = "MESSAGE-ID")]
+        message_id: String,
+    },
+    /// Issue a new initial password and mail it to an internal sender, who
+    /// passes it on by phone; the recipient registers again at next login.
+    Reset {
+        address: String,
+        /// The internal address that gets the new password.
+        #[arg(long, value_name = "SENDER")]
+        notify: String,
+    },
+    /// Seal a mail (standard input) for one recipient by hand: writes the
+    /// container file, creates the account if needed and prints its initial
+    /// password (what the GINA method does for each recipient).
+    Seal {
+        #[arg(long, value_name = "SENDER")]
+        from: String,
+        #[arg(long, value_name = "RECIPIENT")]
+        to: String,
+        /// Where to write the container file (HTML).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Also write the carrier mail (RFC 5322) here.
+        #[arg(long, value_name = "FILE")]
+        carrier: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod config_cmd;
 mod db_cmd;
+mod gina_cmd;
 mod logging;
 mod pki_cmd;
 mod policy_cmd;
@@ -80,6 +81,9 @@ fn main() -> ExitCode {
         }
         cli::Command::DomainCert { action } => {
             with_config(cli.config.as_deref(), |c| pki_cmd::domain_cert(c, action))
+        }
+        cli::Command::Gina { action } => {
+            with_config(cli.config.as_deref(), |c| gina_cmd::run(c, action))
         }
     };
     match result {

@@ -101,6 +101,22 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     siegel_smtp_out::validate(&smtp_out).context("setting up delivery")?;
 
     let server = siegel_smtp_in::Server::bind(smtp_in, spool.clone(), counters.clone()).await?;
+    let portal = match config.portal.listen {
+        Some(addr) => Some(
+            siegel_portal::Portal::bind(
+                addr,
+                Some(crate::gina_cmd::portal_tls(&config)?),
+                crate::gina_cmd::portal_settings(&config)?,
+                store.clone(),
+                spool.clone(),
+                crate::gina_cmd::themes(&config)?,
+                siegel_portal::system_clock(),
+                Some(Arc::new(crate::gina_cmd::Importer)),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let admin = match config.admin.listen {
         Some(addr) => Some(siegel_admin::Admin::bind(addr, counters.clone()).await?),
         None => None,
@@ -111,6 +127,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     if let Some(addr) = admin.as_ref().and_then(|a| a.local_addr()) {
         println!("siegel: admin listening on http://{addr} (/metrics, /healthz)");
+    }
+    if let Some(addr) = portal.as_ref().and_then(|p| p.local_addr()) {
+        println!(
+            "siegel: portal listening on https://{addr} (public URL {})",
+            config.portal.public_url
+        );
     }
     println!(
         "siegel: tls certificate {}{}",
@@ -200,6 +222,17 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    if let Some(portal) = portal {
+        tokio::spawn(async move {
+            if let Err(e) = portal.run().await {
+                tracing::error!(target: "siegel::portal", error = %e, "portal listener stopped");
+            }
+        });
+    }
+    tokio::spawn(crate::gina_cmd::sweeper(
+        store.clone(),
+        config.portal.session_idle,
+    ));
     let smtp = tokio::spawn(server.run());
     println!("siegel: ready");
 

@@ -41,6 +41,8 @@ pub struct Config {
     pub smime: Smime,
     pub filter: Filter,
     pub fetch: Fetch,
+    pub portal: Portal,
+    pub gina: Gina,
 }
 
 /// `[fetch]`: the gateway's own HTTP(S) requests (CRLs of correspondents'
@@ -55,6 +57,62 @@ pub struct Fetch {
     pub timeout: Duration,
     /// Largest response body accepted.
     pub max_body: u64,
+}
+
+/// `[portal]`: the HTTPS portal where GINA recipients read and reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Portal {
+    /// HTTPS listener; `None` = no portal on this node.
+    pub listen: Option<SocketAddr>,
+    /// The address recipients' browsers use (behind a load balancer: its
+    /// URL). Container files post to `<public_url>/open`.
+    pub public_url: String,
+    /// Certificate chain and key (PEM); neither = those of `[tls]`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A session ends after this long without a request.
+    pub session_idle: Duration,
+    /// A session ends this long after login, whatever happens.
+    pub session_max: Duration,
+    /// Largest request body (a posted container, a reply with attachments).
+    pub max_upload: u64,
+}
+
+/// `[gina]`: containers, accounts, password rules, lock-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gina {
+    /// How long a container can be opened; then its key is deleted.
+    pub container_expiry: Duration,
+    /// Theme folders (one per internal domain, `default/`); `None` = the
+    /// embedded design.
+    pub themes_dir: Option<PathBuf>,
+    /// Language of mails to senders whose own is not known.
+    pub default_language: String,
+    /// Whether the carrier mail shows the original subject (else a generic
+    /// "secure message from …"; the subject is part of what GINA protects).
+    pub carrier_shows_subject: bool,
+    /// Sender of the gateway's own GINA mails; `None` = `siegel@<first
+    /// internal domain>`.
+    pub notification_from: Option<siegel_types::Address>,
+    pub password_min_length: usize,
+    pub password_require_upper: bool,
+    pub password_require_digit: bool,
+    pub password_forbid_personal: bool,
+    /// Refuse this many previous passwords (0 = off).
+    pub password_history: usize,
+    pub password_forbid_common: bool,
+    /// Failed logins of one account (from browsers it has not logged in
+    /// from before) before it is locked for `lock_for`.
+    pub lock_after: u32,
+    pub lock_for: Duration,
+    /// Failed attempts from one client address within `client_window`
+    /// before that address must wait for the rest of the window.
+    pub client_limit: u32,
+    pub client_window: Duration,
+    /// Whether recipients may register in advance (with an e-mail link).
+    pub signup: bool,
+    /// How long a registration link is valid.
+    pub signup_link_valid: Duration,
 }
 
 /// `[server]`
@@ -576,6 +634,34 @@ impl Config {
                 timeout: Duration::from_secs(10),
                 max_body: 16 * 1024 * 1024,
             },
+            portal: Portal {
+                listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8443))),
+                public_url: "https://localhost:8443".to_owned(),
+                cert: None,
+                key: None,
+                session_idle: Duration::from_secs(30 * 60),
+                session_max: Duration::from_secs(12 * 3600),
+                max_upload: 100 * 1024 * 1024,
+            },
+            gina: Gina {
+                container_expiry: Duration::from_secs(90 * 86_400),
+                themes_dir: None,
+                default_language: "de".to_owned(),
+                carrier_shows_subject: false,
+                notification_from: None,
+                password_min_length: 8,
+                password_require_upper: true,
+                password_require_digit: true,
+                password_forbid_personal: true,
+                password_history: 4,
+                password_forbid_common: true,
+                lock_after: 5,
+                lock_for: Duration::from_secs(15 * 60),
+                client_limit: 30,
+                client_window: Duration::from_secs(15 * 60),
+                signup: true,
+                signup_link_valid: Duration::from_secs(24 * 3600),
+            },
         }
     }
 
@@ -892,6 +978,66 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
     };
     s.finish(cx);
 
+    let mut s = root.table(cx, "portal");
+    let portal = Portal {
+        listen: s.get(cx, "listen", d.portal.listen, admin_listen),
+        public_url: s.get(cx, "public_url", d.portal.public_url, public_url),
+        cert: s.opt(cx, "cert", d.portal.cert, path),
+        key: s.opt(cx, "key", d.portal.key, path),
+        session_idle: s.get(cx, "session_idle", d.portal.session_idle, duration),
+        session_max: s.get(cx, "session_max", d.portal.session_max, duration),
+        max_upload: s.get(cx, "max_upload", d.portal.max_upload, size),
+    };
+    s.finish(cx);
+
+    let mut s = root.table(cx, "gina");
+    let g = d.gina;
+    let gina = Gina {
+        container_expiry: s.get(cx, "container_expiry", g.container_expiry, duration),
+        themes_dir: s.opt(cx, "themes_dir", g.themes_dir, path),
+        default_language: s.get(cx, "default_language", g.default_language, language),
+        carrier_shows_subject: s.get(
+            cx,
+            "carrier_shows_subject",
+            g.carrier_shows_subject,
+            boolean,
+        ),
+        notification_from: s.opt(cx, "notification_from", g.notification_from, text(address)),
+        password_min_length: s.get(cx, "password_min_length", g.password_min_length, count),
+        password_require_upper: s.get(
+            cx,
+            "password_require_upper",
+            g.password_require_upper,
+            boolean,
+        ),
+        password_require_digit: s.get(
+            cx,
+            "password_require_digit",
+            g.password_require_digit,
+            boolean,
+        ),
+        password_forbid_personal: s.get(
+            cx,
+            "password_forbid_personal",
+            g.password_forbid_personal,
+            boolean,
+        ),
+        password_history: s.get(cx, "password_history", g.password_history, count_or_zero),
+        password_forbid_common: s.get(
+            cx,
+            "password_forbid_common",
+            g.password_forbid_common,
+            boolean,
+        ),
+        lock_after: s.get(cx, "lock_after", g.lock_after, small_count),
+        lock_for: s.get(cx, "lock_for", g.lock_for, duration),
+        client_limit: s.get(cx, "client_limit", g.client_limit, small_count),
+        client_window: s.get(cx, "client_window", g.client_window, duration),
+        signup: s.get(cx, "signup", g.signup, boolean),
+        signup_link_valid: s.get(cx, "signup_link_valid", g.signup_link_valid, duration),
+    };
+    s.finish(cx);
+
     root.finish(cx);
     Config {
         server,
@@ -909,6 +1055,8 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
         smime,
         filter,
         fetch,
+        portal,
+        gina,
     }
 }
 
@@ -938,7 +1086,8 @@ fn validate(c: &Config, cx: &mut Cx<'_>) {
                 .enumerate()
                 .map(|(i, a)| (*a, format!("smtp.submission.listen[{i}]"))),
         )
-        .chain(c.admin.listen.map(|a| (a, "admin.listen".to_owned())));
+        .chain(c.admin.listen.map(|a| (a, "admin.listen".to_owned())))
+        .chain(c.portal.listen.map(|a| (a, "portal.listen".to_owned())));
     for (addr, key) in listeners {
         if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
             let mut msg = format!("{addr} is already used by `{first}`");
@@ -955,6 +1104,30 @@ fn validate(c: &Config, cx: &mut Cx<'_>) {
         (Some(_), None) => cx.error("tls.cert", "`tls.key` must be set too (both or neither)"),
         (None, Some(_)) => cx.error("tls.key", "`tls.cert` must be set too (both or neither)"),
         _ => {}
+    }
+
+    match (&c.portal.cert, &c.portal.key) {
+        (Some(_), None) => cx.error(
+            "portal.cert",
+            "`portal.key` must be set too (both or neither)",
+        ),
+        (None, Some(_)) => cx.error(
+            "portal.key",
+            "`portal.cert` must be set too (both or neither)",
+        ),
+        _ => {}
+    }
+    if c.portal.session_idle > c.portal.session_max {
+        cx.error(
+            "portal.session_idle",
+            "is longer than `portal.session_max`: the idle timeout could never apply",
+        );
+    }
+    if c.gina.password_min_length < 8 {
+        cx.warn(
+            "gina.password_min_length",
+            "is below 8: shorter passwords are guessed quickly despite the lock-out",
+        );
     }
 
     if c.queue.retry.is_empty() && !cx.has_problem_under("queue.retry") {
@@ -1358,6 +1531,44 @@ fn crl_url(v: &DeValue<'_>) -> Result<String, String> {
         Ok(u)
     } else {
         Err(format!("`{u}` is not an ASCII http(s) URL"))
+    }
+}
+
+/// The portal's public URL: https (browsers only send the secure cookies
+/// over it), no trailing slash, no path beyond a prefix.
+fn public_url(v: &DeValue<'_>) -> Result<String, String> {
+    let u = string(v)?;
+    let u = u.trim_end_matches('/').to_owned();
+    let rest = u.strip_prefix("https://").ok_or_else(|| {
+        format!("`{u}` must start with https:// (the portal's cookies are Secure)")
+    })?;
+    if rest.is_empty()
+        || !u.is_ascii()
+        || u.bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
+    {
+        return Err(format!("`{u}` is not a plain https URL"));
+    }
+    Ok(u)
+}
+
+fn language(v: &DeValue<'_>) -> Result<String, String> {
+    match string(v)?.as_str() {
+        l @ ("de" | "en") => Ok(l.to_owned()),
+        other => Err(format!("`{other}` is not one of de, en")),
+    }
+}
+
+fn count_or_zero(v: &DeValue<'_>) -> Result<usize, String> {
+    let n = integer(v)?;
+    usize::try_from(n).map_err(|_| format!("must be zero or more, found {n}"))
+}
+
+fn small_count(v: &DeValue<'_>) -> Result<u32, String> {
+    let n = integer(v)?;
+    match u32::try_from(n) {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("must be between 1 and 100000, found {n}")),
     }
 }
 

@@ -634,6 +634,58 @@ fn mpki_and_smime_sections_parse_and_refuse_nonsense() {
 }
 
 #[test]
+fn portal_and_gina_settings() {
+    let l = ok(r#"
+[portal]
+listen = "0.0.0.0:443"
+public_url = "https://secure.example.com/"
+session_idle = "10m"
+[gina]
+container_expiry = "30d"
+default_language = "en"
+password_min_length = 12
+password_history = 0
+lock_after = 3
+notification_from = "Secure@Example.com"
+"#);
+    let c = l.config;
+    assert_eq!(
+        c.portal.public_url, "https://secure.example.com",
+        "no trailing slash"
+    );
+    assert_eq!(c.portal.session_idle, Duration::from_secs(600));
+    assert_eq!(c.gina.container_expiry, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.gina.password_min_length, 12);
+    assert_eq!(c.gina.password_history, 0);
+    assert_eq!(c.gina.lock_after, 3);
+    assert_eq!(
+        c.gina.notification_from.unwrap().as_str(),
+        "Secure@example.com"
+    );
+    let off = ok("[portal]\nlisten = \"off\"\n");
+    assert_eq!(off.config.portal.listen, None);
+
+    assert!(
+        one_problem("[portal]\npublic_url = \"http://secure.example.com\"\n").contains("https://")
+    );
+    assert!(one_problem("[gina]\ndefault_language = \"fr\"\n").contains("de, en"));
+    assert!(one_problem("[portal]\ncert = \"/x.pem\"\n").contains("portal.key"));
+    assert!(one_problem("[portal]\nsession_idle = \"2d\"\n").contains("session_max"));
+    assert!(one_problem("[gina]\nlock_after = 0\n").contains("between 1 and"));
+    assert!(
+        one_problem("[admin]\nlisten = \"127.0.0.1:8443\"\n").contains("portal.listen"),
+        "the portal's default address is taken into account"
+    );
+    let short = ok("[gina]\npassword_min_length = 6\n");
+    assert!(
+        short
+            .warnings
+            .iter()
+            .any(|w| w.contains("password_min_length"))
+    );
+}
+
+#[test]
 fn filter_section_is_read() {
     let l = ok(r#"
 [filter]

@@ -15,9 +15,19 @@ use crate::{BeginWrite, KeyId, SCHEMA_VERSION, Store, StoreError, dispatch};
 const CHECK_PLAINTEXT: &[u8] = b"siegel master key check v1";
 const CHECK_CONTEXT: &str = "master_key_check";
 
-/// The tables with a sealed `private_key_enc` column, each row keyed by its
-/// `fingerprint` (which is also the associated data of the seal).
-pub(crate) const SECRET_TABLES: [&str; 3] = ["certificates", "pgp_keys", "domain_keys"];
+/// A table with a sealed column: (table, natural key column — part of the
+/// seal's associated data `table:key` —, sealed column). Every such table
+/// has an integer `id` the rotation pages by.
+pub(crate) type SecretTable = (&'static str, &'static str, &'static str);
+
+/// Every sealed column the rotation re-seals and `db check` counts.
+pub(crate) const SECRET_TABLES: [SecretTable; 5] = [
+    ("certificates", "fingerprint", "private_key_enc"),
+    ("pgp_keys", "fingerprint", "private_key_enc"),
+    ("domain_keys", "fingerprint", "private_key_enc"),
+    ("gina_containers", "container_id", "key_enc"),
+    ("gina_secrets", "name", "value_enc"),
+];
 
 /// Rows re-encrypted per transaction during rotation: small enough that a
 /// transaction never holds the SQLite write lock for long.
@@ -293,13 +303,13 @@ impl Store {
             // Another node may have rotated since this one last looked.
             self.refresh_keyring().await?;
             let current = self.keyring().current().key_id_bytes().to_vec();
-            for table in SECRET_TABLES {
+            for (table, _, column) in SECRET_TABLES {
                 // Bytes 3..=10 of a sealed value are its key id (1-based
                 // `substr` works on BLOB and BYTEA alike): counted in the
                 // database, so a large table is not loaded into memory.
                 let sql = format!(
-                    "SELECT COUNT(*) FROM {table} WHERE private_key_enc IS NOT NULL \
-                     AND substr(private_key_enc, 3, 8) <> $1"
+                    "SELECT COUNT(*) FROM {table} WHERE {column} IS NOT NULL \
+                     AND substr({column}, 3, 8) <> $1"
                 );
                 let stale: i64 = dispatch!(self, p => {
                     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -465,10 +475,10 @@ impl Store {
                     .await?;
             }
             let mut stale = 0i64;
-            for table in SECRET_TABLES {
+            for (table, _, column) in SECRET_TABLES {
                 let sql = format!(
-                    "SELECT COUNT(*) FROM {table} WHERE private_key_enc IS NOT NULL \
-                     AND substr(private_key_enc, 3, 8) <> $1"
+                    "SELECT COUNT(*) FROM {table} WHERE {column} IS NOT NULL \
+                     AND substr({column}, 3, 8) <> $1"
                 );
                 let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .bind(new_bytes.clone())
@@ -496,14 +506,12 @@ impl Store {
     }
 
     /// One pass over one table; returns how many rows it re-sealed.
-    async fn rotate_table(&self, table: &'static str) -> Result<u64, StoreError> {
+    async fn rotate_table(&self, (table, key, column): SecretTable) -> Result<u64, StoreError> {
         let select = format!(
-            "SELECT id, fingerprint, private_key_enc FROM {table} \
-             WHERE private_key_enc IS NOT NULL AND id > $1 ORDER BY id LIMIT $2"
+            "SELECT id, {key}, {column} FROM {table} \
+             WHERE {column} IS NOT NULL AND id > $1 ORDER BY id LIMIT $2"
         );
-        let update = format!(
-            "UPDATE {table} SET private_key_enc = $1 WHERE id = $2 AND private_key_enc = $3"
-        );
+        let update = format!("UPDATE {table} SET {column} = $1 WHERE id = $2 AND {column} = $3");
         let mut after = 0i64;
         let mut done = 0u64;
         loop {

@@ -1644,6 +1644,397 @@ async fn default_store_is_sqlite_in_data_dir_with_key_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+// ---- GINA: containers, sessions, tokens, throttling, audit, secrets ------
+
+fn container_id(n: u8) -> String {
+    format!("{n:02x}").repeat(16)
+}
+
+async fn gina_accounts_initial_and_registration(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let gina = db.store().gina();
+    let a = addr("new@partner.example");
+    let created = gina
+        .insert_initial(&a, Some("New Person"), &hash(1), "de")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(created.must_register);
+    assert!(created.security_question.is_none());
+    // A second first mail does not create (or re-notify) it again.
+    assert!(
+        gina.insert_initial(&a, None, &hash(2), "en")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        gina.insert_initial(&a, None, "plain", "en").await.is_err(),
+        "only argon2id hashes"
+    );
+
+    gina.register(&a, &hash(3), "First pet?", &hash(4))
+        .await
+        .unwrap();
+    let reg = gina.by_address(&a).await.unwrap().unwrap();
+    assert!(!reg.must_register);
+    assert_eq!(reg.password_hash, hash(3));
+    assert_eq!(
+        reg.previous_hashes,
+        vec![hash(1)],
+        "the initial password is history"
+    );
+    assert_eq!(reg.security_question.as_deref(), Some("First pet?"));
+
+    gina.set_initial_password(&a, &hash(5)).await.unwrap();
+    let reset = gina.by_address(&a).await.unwrap().unwrap();
+    assert!(reset.must_register);
+    assert_eq!(reset.previous_hashes, vec![hash(3), hash(1)]);
+    gina.set_language(&a, "en").await.unwrap();
+    assert!(gina.set_language(&a, "e n").await.is_err());
+    assert_eq!(gina.by_address(&a).await.unwrap().unwrap().language, "en");
+
+    for i in 0..5 {
+        gina.insert_initial(&addr(&format!("p{i}@list.example")), None, &hash(9), "de")
+            .await
+            .unwrap();
+    }
+    let page1 = gina.list(None, 3).await.unwrap();
+    assert_eq!(page1.len(), 3);
+    let page2 = gina
+        .list(Some(page1[2].address.as_str()), 10)
+        .await
+        .unwrap();
+    assert_eq!(page1.len() + page2.len(), 6);
+    assert!(
+        page2
+            .iter()
+            .all(|x| x.address.as_str() > page1[2].address.as_str())
+    );
+    assert!(matches!(
+        gina.register(&addr("nobody@x.example"), &hash(1), "q", &hash(2))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    db.finish().await;
+}
+both!(gina_accounts_initial_and_registration);
+
+async fn gina_containers_keys_revocation_and_expiry(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let c = db.store().gina_containers();
+    let alice = addr("alice@example.com");
+    let bob = addr("bob@partner.example");
+    let key = SecretBytes::new(vec![42u8; 32]);
+    for (n, msg) in [
+        (1u8, "<m1@example.com>"),
+        (2, "m1@example.com"),
+        (3, "<m2@example.com>"),
+    ] {
+        c.insert(&NewContainer {
+            container_id: &container_id(n),
+            message_id: Some(msg),
+            sender: &alice,
+            recipient: &bob,
+            key: &key,
+            created_at: 1000,
+            expires_at: 2000,
+            receipt_to: (n == 1).then_some(&alice),
+        })
+        .await
+        .unwrap();
+    }
+    let rec = c.by_id(&container_id(1)).await.unwrap().unwrap();
+    assert_eq!(
+        rec.message_id.as_deref(),
+        Some("m1@example.com"),
+        "stored without <>"
+    );
+    assert_eq!(rec.receipt_to.as_ref(), Some(&alice));
+    assert_eq!(rec.state(1500), ContainerState::Open);
+    assert_eq!(rec.state(2000), ContainerState::Expired);
+    assert_eq!(
+        c.key(&container_id(1)).await.unwrap().unwrap().expose(),
+        &[42u8; 32]
+    );
+    assert!(c.by_id(&container_id(9)).await.unwrap().is_none());
+    assert!(c.by_id("../x").await.is_err(), "ids are checked");
+
+    // The key is sealed under the master key, bound to its row.
+    db.raw(&format!(
+        "UPDATE gina_containers SET key_enc = (SELECT key_enc FROM gina_containers WHERE container_id = '{}') \
+         WHERE container_id = '{}'",
+        container_id(1),
+        container_id(3)
+    ))
+    .await;
+    assert!(matches!(
+        c.key(&container_id(3)).await,
+        Err(StoreError::Tampered(_))
+    ));
+
+    // First open is reported once.
+    assert!(c.mark_opened(&container_id(1), 1100).await.unwrap());
+    assert!(!c.mark_opened(&container_id(1), 1200).await.unwrap());
+    assert_eq!(
+        c.by_id(&container_id(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .first_opened_at,
+        Some(1100)
+    );
+
+    // Revocation by Message-ID (with or without <>) shreds both copies.
+    assert_eq!(c.for_message("<m1@example.com>").await.unwrap().len(), 2);
+    assert_eq!(c.revoke_message("<m1@example.com>", 1300).await.unwrap(), 2);
+    assert_eq!(c.revoke_message("m1@example.com", 1301).await.unwrap(), 0);
+    assert!(c.key(&container_id(1)).await.unwrap().is_none());
+    assert_eq!(
+        c.by_id(&container_id(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .state(1400),
+        ContainerState::Revoked
+    );
+
+    // Expiry shreds the rest.
+    assert_eq!(c.shred_expired(1999).await.unwrap(), 0);
+    assert_eq!(c.shred_expired(2000).await.unwrap(), 1);
+    assert!(c.key(&container_id(3)).await.unwrap().is_none());
+    assert_eq!(
+        c.by_id(&container_id(3))
+            .await
+            .unwrap()
+            .unwrap()
+            .state(1500),
+        ContainerState::Expired,
+        "a shredded key cannot open even before the recorded expiry"
+    );
+    db.finish().await;
+}
+both!(gina_containers_keys_revocation_and_expiry);
+
+async fn gina_container_keys_survive_rotation(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = db.store();
+    let alice = addr("alice@example.com");
+    let bob = addr("bob@partner.example");
+    for n in 0..5u8 {
+        s.gina_containers()
+            .insert(&NewContainer {
+                container_id: &container_id(n),
+                message_id: None,
+                sender: &alice,
+                recipient: &bob,
+                key: &SecretBytes::new(vec![n; 32]),
+                created_at: 1,
+                expires_at: i64::MAX,
+                receipt_to: None,
+            })
+            .await
+            .unwrap();
+    }
+    let secret = s
+        .gina_secrets()
+        .get_or_create("form-key", &SecretBytes::new(vec![7; 32]))
+        .await
+        .unwrap();
+    let report = s
+        .rotate_master_key(&MasterKey::generate().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.re_encrypted, 6,
+        "5 container keys and the portal secret"
+    );
+    for n in 0..5u8 {
+        assert_eq!(
+            s.gina_containers()
+                .key(&container_id(n))
+                .await
+                .unwrap()
+                .unwrap()
+                .expose(),
+            &[n; 32]
+        );
+    }
+    assert_eq!(
+        s.gina_secrets()
+            .get_or_create("form-key", &SecretBytes::new(vec![9; 32]))
+            .await
+            .unwrap(),
+        secret,
+        "first writer wins, later callers read it"
+    );
+    assert!(s.check().await.unwrap().is_ok());
+    db.finish().await;
+}
+both!(gina_container_keys_survive_rotation);
+
+async fn gina_sessions_and_tokens(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = db.store();
+    let bob = addr("bob@partner.example");
+    let rec = SessionRecord {
+        token_hash: "h1".into(),
+        address: bob.clone(),
+        csrf: "c1".into(),
+        created_at: 100,
+        last_seen: 100,
+        expires_at: 10_000,
+        client: "127.0.0.1".into(),
+    };
+    s.gina_sessions().create(&rec).await.unwrap();
+    s.gina_sessions()
+        .create(&SessionRecord {
+            token_hash: "h2".into(),
+            ..rec.clone()
+        })
+        .await
+        .unwrap();
+    // A second node sees the session.
+    let other = db.open().await.unwrap();
+    assert_eq!(
+        other.gina_sessions().find("h1").await.unwrap(),
+        Some(rec.clone())
+    );
+    other.gina_sessions().touch("h1", 160).await.unwrap();
+    assert_eq!(
+        s.gina_sessions()
+            .find("h1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen,
+        160
+    );
+    assert_eq!(
+        s.gina_sessions()
+            .delete_for(&bob, Some("h1"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.gina_sessions().find("h2").await.unwrap().is_none());
+    assert_eq!(s.gina_sessions().purge(200, 150).await.unwrap(), 0);
+    assert_eq!(s.gina_sessions().purge(200, 161).await.unwrap(), 1, "idle");
+    other.close().await;
+
+    let t = s.gina_tokens();
+    t.create("tok", "signup", &bob, 100, 200).await.unwrap();
+    assert!(t.peek("tok", "signup", 150).await.unwrap().is_some());
+    assert!(
+        t.take("tok", "signup", 250).await.unwrap().is_none(),
+        "expired"
+    );
+    assert_eq!(
+        t.take("tok", "signup", 150).await.unwrap().unwrap().address,
+        bob
+    );
+    assert!(
+        t.take("tok", "signup", 151).await.unwrap().is_none(),
+        "used once"
+    );
+    assert_eq!(t.count_since(&bob, 50).await.unwrap(), 1);
+    assert_eq!(t.count_since(&bob, 101).await.unwrap(), 0);
+    db.finish().await;
+}
+both!(gina_sessions_and_tokens);
+
+async fn gina_throttle_counts_windows_and_locks(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let t = db.store().gina_throttle();
+    // limit 3 in a window of 60 s, lock 300 s.
+    assert_eq!(
+        t.fail("account:x", 1000, 60, 3, 300)
+            .await
+            .unwrap()
+            .failures,
+        1
+    );
+    assert!(
+        !t.fail("account:x", 1010, 60, 3, 300)
+            .await
+            .unwrap()
+            .locked(1010)
+    );
+    let third = t.fail("account:x", 1020, 60, 3, 300).await.unwrap();
+    assert_eq!(third.failures, 3);
+    assert!(third.locked(1020) && third.locked(1319) && !third.locked(1320));
+    // A new window starts over but keeps a lock that still runs.
+    let later = t.fail("account:x", 1100, 60, 3, 300).await.unwrap();
+    assert_eq!(later.failures, 1);
+    assert!(
+        later.locked(1100),
+        "lock from the earlier window still holds"
+    );
+    let after = t.fail("account:x", 2000, 60, 3, 300).await.unwrap();
+    assert_eq!(after.failures, 1);
+    assert!(!after.locked(2000), "the lock is temporary");
+    t.clear("account:x").await.unwrap();
+    assert!(t.state("account:x").await.unwrap().is_none());
+
+    // Concurrent failures from two nodes each count once.
+    let other = db.open().await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 {
+            db.store().clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            s.gina_throttle()
+                .fail("client:1.2.3.4", 5000, 3600, 1000, 60)
+                .await
+                .unwrap()
+                .failures
+        }));
+    }
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.unwrap());
+    }
+    counts.sort();
+    assert_eq!(counts, (1..=40).collect::<Vec<i64>>());
+    other.close().await;
+    db.finish().await;
+}
+both!(gina_throttle_counts_windows_and_locks);
+
+async fn gina_audit_trail(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let a = db.store().gina_audit();
+    let ev = |n: i64, what: &str, who: &str| AuditEvent {
+        at: n,
+        event: what.into(),
+        address: Some(who.into()),
+        container_id: None,
+        client: Some("127.0.0.1".into()),
+        detail: "-".into(),
+        node: "n1".into(),
+    };
+    a.record_many(&[
+        ev(1, "login_failed", "bob@x.example"),
+        ev(2, "login", "bob@x.example"),
+        ev(3, "open", "eve@x.example"),
+    ])
+    .await
+    .unwrap();
+    let bob = a.recent(Some("bob@x.example"), 10).await.unwrap();
+    assert_eq!(
+        bob.iter()
+            .map(|r| r.event.event.as_str())
+            .collect::<Vec<_>>(),
+        ["login", "login_failed"]
+    );
+    assert_eq!(a.recent(None, 10).await.unwrap().len(), 3);
+    db.finish().await;
+}
+both!(gina_audit_trail);
+
 // ------------------------------------------------------ recipient lookup
 
 async fn recipient_lookup_matches_the_single_lookups(engine: Engine) {

@@ -109,6 +109,10 @@ class Siegel:
         return self._port(self.config["admin"]["listen"])
 
     @property
+    def portal_url(self) -> str:
+        return self.config["portal"]["public_url"]
+
+    @property
     def data_dir(self) -> Path:
         return Path(self.config["server"]["data_dir"])
 
@@ -267,4 +271,6 @@ def base_config(tmp: Path, *, inbound: str, outbound: str, **over) -> dict:
         "queue": {"retry": ["1s", "2s"], "max_lifetime": "60s"},
         "admin": {"listen": f"127.0.0.1:{free_port()}"},
     }
+    portal_port = free_port()
+    cfg["portal"] = {"listen": f"127.0.0.1:{portal_port}", "public_url": f"https://127.0.0.1:{portal_port}"}
     return deep_merge(cfg, over)

@@ -79,6 +79,9 @@ pub struct GinaAccount {
     pub created_at: i64,
     /// Last successful login, Unix seconds.
     pub last_login: Option<i64>,
+    /// The password is an initial one: the next login must register (own
+    /// password, security question).
+    pub must_register: bool,
 }
 
 /// The result of [`Gina::record_failed_login`].
@@ -104,9 +107,11 @@ type Row = (
     String,
     i64,
     Option<i64>,
+    bool,
 );
 const COLUMNS: &str = "id, address, name, password_hash, previous_hashes, security_question, \
-     answer_hash, failed_logins, locked_until, preferred_method, language, created_at, last_login";
+     answer_hash, failed_logins, locked_until, preferred_method, language, created_at, last_login, \
+     must_register";
 
 fn from_row(r: Row) -> Result<GinaAccount, StoreError> {
     let previous_hashes: Vec<String> =
@@ -128,6 +133,7 @@ fn from_row(r: Row) -> Result<GinaAccount, StoreError> {
         language: r.10,
         created_at: r.11,
         last_login: r.12,
+        must_register: r.13,
     })
 }
 
@@ -379,6 +385,150 @@ impl Gina<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Creates an account with an initial password (the pipeline, at the
+    /// first GINA mail to an address): it must register at its next login.
+    /// `Ok(None)` when the address has an account already, so concurrent
+    /// first mails create it once and only the winner sends the password.
+    pub async fn insert_initial(
+        &self,
+        address: &Address,
+        name: Option<&str>,
+        password_hash: &str,
+        language: &str,
+    ) -> Result<Option<GinaAccount>, StoreError> {
+        if let Some(name) = name {
+            check_text("name", name, 256)?;
+        }
+        check_hash("password_hash", password_hash)?;
+        check_language(language)?;
+        let sql = format!(
+            "INSERT INTO gina_accounts (address, name, password_hash, preferred_method, language, \
+             created_at, must_register) VALUES ($1, $2, $3, 'gina', $4, $5, TRUE) \
+             ON CONFLICT (address) DO NOTHING RETURNING {COLUMNS}"
+        );
+        let row: Option<Row> = dispatch!(self.store, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(address.as_str())
+                .bind(name)
+                .bind(password_hash)
+                .bind(language)
+                .bind(unix_now())
+                .fetch_optional(p)
+                .await?
+        });
+        row.map(from_row).transpose()
+    }
+
+    /// `siegel gina reset`: a new initial password; the old one goes into
+    /// the history and the account must register again.
+    pub async fn set_initial_password(
+        &self,
+        address: &Address,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        self.change_password(address, password_hash).await?;
+        self.set_flag(address, "must_register = TRUE").await
+    }
+
+    /// Registration finished: own password (pushing the initial one into
+    /// the history) and security question; `must_register` cleared.
+    pub async fn register(
+        &self,
+        address: &Address,
+        password_hash: &str,
+        question: &str,
+        answer_hash: &str,
+    ) -> Result<(), StoreError> {
+        self.set_security_question(address, question, answer_hash)
+            .await?;
+        self.change_password(address, password_hash).await?;
+        self.set_flag(address, "must_register = FALSE").await
+    }
+
+    async fn set_flag(&self, address: &Address, set: &'static str) -> Result<(), StoreError> {
+        let sql = format!("UPDATE gina_accounts SET {set} WHERE address = $1");
+        let n = dispatch!(self.store, p => {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(address.as_str())
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "GINA account",
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets the security question and the hash of its answer.
+    pub async fn set_security_question(
+        &self,
+        address: &Address,
+        question: &str,
+        answer_hash: &str,
+    ) -> Result<(), StoreError> {
+        check_text("security_question", question, 512)?;
+        check_hash("answer_hash", answer_hash)?;
+        let n = dispatch!(self.store, p => {
+            sqlx::query(
+                "UPDATE gina_accounts SET security_question = $2, answer_hash = $3 WHERE address = $1",
+            )
+            .bind(address.as_str())
+            .bind(question)
+            .bind(answer_hash)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "GINA account",
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets the UI language.
+    pub async fn set_language(&self, address: &Address, language: &str) -> Result<(), StoreError> {
+        check_language(language)?;
+        let n = dispatch!(self.store, p => {
+            sqlx::query("UPDATE gina_accounts SET language = $2 WHERE address = $1")
+                .bind(address.as_str())
+                .bind(language)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "GINA account",
+            });
+        }
+        Ok(())
+    }
+
+    /// Accounts in address order, `limit` from after `after` (paging for
+    /// `siegel gina list`, which must work with millions).
+    pub async fn list(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<GinaAccount>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM gina_accounts WHERE address > $1 ORDER BY address LIMIT $2"
+        );
+        let rows: Vec<Row> = dispatch!(self.store, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(after.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+        });
+        rows.into_iter().map(from_row).collect()
     }
 
     /// Number of accounts.

@@ -4,6 +4,7 @@
 
 mod domain_keys;
 mod gina;
+mod gina_portal;
 mod keys;
 mod licences;
 mod lookup;
@@ -13,6 +14,11 @@ mod users;
 
 pub use domain_keys::{DomainKey, DomainKeyKind, DomainKeys, NewDomainKey, Ownership};
 pub use gina::{FailedLogin, Gina, GinaAccount, NewGinaAccount, PASSWORD_HISTORY, PreferredMethod};
+pub use gina_portal::{
+    AuditEvent, AuditRecord, ContainerRecord, ContainerState, GinaAudit, GinaContainers,
+    GinaSecrets, GinaSessions, GinaThrottle, GinaTokens, NewContainer, SessionRecord,
+    ThrottleState, TokenRecord,
+};
 pub use keys::{KeyRecord, KeyTable, Keys, NewKey, SourceKind};
 pub use licences::{Licence, Licences, NewLicence};
 pub use lookup::{KeySummary, RecipientLookup};
@@ -25,7 +31,7 @@ use siegel_types::Address;
 use crate::{Store, StoreError};
 
 /// Every table the schema must have (checked by `db check` on PostgreSQL).
-pub(crate) const TABLES: [&str; 9] = [
+pub(crate) const TABLES: [&str; 15] = [
     "master_key_check",
     "users",
     "certificates",
@@ -35,6 +41,12 @@ pub(crate) const TABLES: [&str; 9] = [
     "tracking",
     "settings",
     "licences",
+    "gina_containers",
+    "gina_sessions",
+    "gina_tokens",
+    "gina_throttle",
+    "gina_audit",
+    "gina_secrets",
 ];
 
 impl Store {
@@ -63,6 +75,30 @@ impl Store {
     /// GINA (web mail) accounts of external recipients.
     pub fn gina(&self) -> Gina<'_> {
         Gina { store: self }
+    }
+    /// GINA containers: their sealed content keys and state.
+    pub fn gina_containers(&self) -> GinaContainers<'_> {
+        GinaContainers { store: self }
+    }
+    /// Portal sessions (shared by all nodes).
+    pub fn gina_sessions(&self) -> GinaSessions<'_> {
+        GinaSessions { store: self }
+    }
+    /// One-time tokens (address verification).
+    pub fn gina_tokens(&self) -> GinaTokens<'_> {
+        GinaTokens { store: self }
+    }
+    /// Throttling and lock-out counters.
+    pub fn gina_throttle(&self) -> GinaThrottle<'_> {
+        GinaThrottle { store: self }
+    }
+    /// The portal's audit trail.
+    pub fn gina_audit(&self) -> GinaAudit<'_> {
+        GinaAudit { store: self }
+    }
+    /// Portal secrets shared by all nodes, sealed under the master key.
+    pub fn gina_secrets(&self) -> GinaSecrets<'_> {
+        GinaSecrets { store: self }
     }
     /// Message tracking trail.
     pub fn tracking(&self) -> Tracking<'_> {
