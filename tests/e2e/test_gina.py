@@ -2,11 +2,14 @@
 Chromium, the portal over HTTPS from the real `siegel serve`, mail in and out
 through real sinks.
 
-Containers are made with `siegel gina seal` (the same code the GINA method
-runs per recipient), so these tests cover file → portal → registration →
-reading → attachments → reply → read receipt, the hostile-content corpus,
-wrong account / modified / expired / revoked containers, lock-out,
-throttling and CSRF. Screenshots of every page go to the test's tmp folder
+Containers come the way they do in production: a confidential mail is sent
+by SMTP, the policy picks GINA for a recipient without keys, the carrier
+mail arrives at the outbound sink (the container file is taken from it) and,
+at the first mail to a recipient, the sender's notification with the
+initial password at the inbound sink. So these tests cover SMTP → carrier →
+file → portal → registration → reading → attachments → reply → read
+receipt, the hostile-content corpus, wrong account / modified / expired /
+revoked containers, lock-out, throttling and CSRF. Screenshots of every page go to the test's tmp folder
 (`SIEGEL_UPDATE_SCREENSHOTS=1` copies the main ones to docs/screenshots/).
 """
 
@@ -23,6 +26,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from harness.browser import Canary, Shots, make_driver, requested_urls
+from harness.smtp import send
 
 NEW_PW = "Tr7$kq!vPz2m-Gina"
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -40,15 +44,40 @@ class Gina:
         return self.siegel.portal_url
 
     def seal(self, mail: bytes, to: str = "bob@partner.example", frm: str = "alice@example.com"):
-        """Seals a mail; returns (file path, initial password or None)."""
+        """Sends a mail marked confidential through the gateway by SMTP and
+        returns (the container file from the carrier that arrived, the
+        initial password from the sender's notification, or None when the
+        recipient already had an account)."""
         self.n += 1
+        marked = mail.replace(b"\r\n", b"\r\nSensitivity: Company-Confidential\r\n", 1)
+        carriers_before = len(self.outbound.messages())
+        notices_before = len(self._notices(frm))
+        send(self.siegel.smtp_port, frm, [to], marked)
+        carrier = self.outbound.wait_for(carriers_before + 1, timeout=60)[carriers_before]
+        assert carrier.rcpt_tos == [to], carrier.rcpt_tos
+        assert carrier.header("X-Siegel-Gina-Container"), carrier.raw[:1500]
+        file = next(p for p in carrier.message().walk()
+                    if p.get_content_type() == "text/html" and p.get_filename())
         out = self.siegel.workdir / f"secure-message-{self.n}.html"
-        r = subprocess.run([self.siegel.binary, "--config", str(self.siegel.config_path), "gina", "seal",
-                            "--from", frm, "--to", to, "--out", str(out)],
-                           input=mail, capture_output=True, timeout=60, cwd=self.siegel.workdir)
-        assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
-        m = re.search(r"initial password: (\S+)", r.stdout.decode())
-        return out, (m.group(1) if m else None)
+        out.write_bytes(file.get_payload(decode=True))
+        # The notice goes out before the carrier is made; give it a moment
+        # to arrive, but only the first mail to a recipient has one.
+        deadline = time.monotonic() + 5
+        while len(self._notices(frm)) == notices_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        notices = self._notices(frm)
+        if len(notices) == notices_before:
+            return out, None
+        text = notices[-1].message().get_body(("plain",)).get_content()
+        assert to in text, text
+        m = re.search(r"\b[A-Za-z0-9]{4}-[A-Za-z0-9]{4}-[A-Za-z0-9]{4}\b", text)
+        assert m, text
+        return out, m.group(0)
+
+    def _notices(self, sender: str):
+        """The gateway's own mails to the sender (from [gina] notification_from)."""
+        return [m for m in self.inbound.messages()
+                if m.rcpt_tos == [sender] and m.mail_from == "siegel@example.com"]
 
 
 @pytest.fixture

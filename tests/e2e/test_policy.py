@@ -2,11 +2,10 @@
 recipient, splitting, inbound anti-spoofing and message tracking, through
 real SMTP with the recording sinks.
 
-GINA is configured for the internal domains by default but not
-implemented yet: until it is, a confidential mail that only GINA could carry
-takes the configured no-method path (bounce by default, or hold) and is
-never downgraded. Most tests also switch GINA off explicitly
-(`gina_sender_domains = []`) so they keep their meaning once GINA exists.
+GINA is on for the internal domains by default (test_gina.py covers it);
+most tests here switch it off (`gina_sender_domains = []`) to test the
+no-method path: a confidential mail nobody can carry is bounced (or held)
+and never downgraded.
 """
 
 from __future__ import annotations
@@ -127,23 +126,29 @@ def test_verified_tls_enough_without_required_tls_is_a_config_error(make_sink, m
     assert "policy.verified_tls_enough[0]" in r.stdout + r.stderr
 
 
-def test_gina_configured_but_not_available_bounces_by_default(make_sink, make_siegel):
+def test_confidential_mail_without_keys_goes_gina_by_default(make_sink, make_siegel):
     inbound, outbound = make_sink("in"), make_sink("out")
-    g = make_siegel(inbound=inbound, outbound=outbound)  # default: GINA configured for example.com
-    assert any("GINA is configured for example.com but not available" in line for line in g.stdout_lines), \
-        g.stdout_lines
-    msg, _ = make_message("[vertraulich] angebot", to="bob@partner.example")
+    g = make_siegel(inbound=inbound, outbound=outbound)  # default: GINA for every internal domain
+    msg, mid = make_message("[vertraulich] angebot", to="bob@partner.example",
+                            body="Unser Angebot: 1,2 Mio.\r\n")
     send(g.smtp_port, "alice@example.com", ["bob@partner.example"], msg)
-    [dsn] = inbound.wait_for(1, timeout=30)
-    assert dsn.rcpt_tos == ["alice@example.com"]
-    assert "konnte nicht verschlüsselt werden" in _dsn_text(dsn)
+    [carrier] = outbound.wait_for(1, timeout=30)
+    assert carrier.rcpt_tos == ["bob@partner.example"]
+    assert carrier.header("X-Siegel-Gina-Container"), carrier.raw[:1200]
+    assert b"Unser Angebot" not in carrier.raw and b"angebot" not in carrier.raw, "never in clear"
+    # the first GINA mail to bob: his initial password goes to the sender
+    [notice] = inbound.wait_for(1, timeout=30)
+    assert notice.rcpt_tos == ["alice@example.com"] and notice.mail_from == "siegel@example.com"
+    assert b"bob@partner.example" in notice.raw
     g.wait_queue_empty()
-    assert outbound.count() == 0
+    out = g.cli("track", mid).stdout
+    assert "method:     gina" in out, out
 
 
 def test_confidential_without_method_can_be_held_instead(make_sink, make_siegel):
     inbound, outbound = make_sink("in"), make_sink("out")
-    g = make_siegel(inbound=inbound, outbound=outbound, policy={"confidential_without_method": "hold"})
+    g = make_siegel(inbound=inbound, outbound=outbound,
+                    policy={"confidential_without_method": "hold", **NO_GINA})
     msg, _ = make_message("[vertraulich] angebot", to="bob@partner.example")
     send(g.smtp_port, "alice@example.com", ["bob@partner.example"], msg)
 

@@ -1,7 +1,8 @@
-//! GINA in the binary: the portal's settings from the configuration, the
-//! key importer for uploads in the portal, sealing a mail for a recipient
-//! (what the pipeline's GINA method does per recipient), and the commands
-//! `siegel gina list | revoke | reset | seal`.
+//! GINA in the binary: the portal's settings and the GINA method's
+//! environment from the configuration, the key importer for uploads in the
+//! portal, and the commands `siegel gina list | revoke | reset | seal`
+//! (`seal` runs the mail path's method by hand and prints the initial
+//! password instead of mailing it).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -9,12 +10,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use siegel_config::Config;
-use siegel_gina::accounts::Secret;
-use siegel_gina::container::{SealParams, seal_bytes};
-use siegel_gina::html::{FileInfo, file_bytes};
-use siegel_gina::mail::{CarrierParams, NoticeParams, Person};
+use siegel_gina::mail::{NoticeParams, Person};
 use siegel_gina::{Hasher, Lang, PasswordPolicy, Themes};
-use siegel_store::{NewContainer, NewKey, PreferredMethod, SecretBytes, SourceKind, Store};
+use siegel_store::{NewKey, PreferredMethod, SourceKind, Store};
 use siegel_types::{Address, Direction, Envelope, Origin, QueueId, Recipient, ReversePath};
 
 use crate::cli::GinaAction;
@@ -54,6 +52,34 @@ pub fn password_policy(config: &Config) -> PasswordPolicy {
 /// The themes of `[gina] themes_dir` (or the embedded design).
 pub fn themes(config: &Config) -> anyhow::Result<Themes> {
     Themes::load(config.gina.themes_dir.as_deref()).context("loading gina.themes_dir")
+}
+
+/// The GINA method's environment (`[gina]`, `[portal] public_url`).
+pub fn method(
+    config: &Config,
+    store: &Store,
+    spool: &siegel_spool::Spool,
+    mpki: Option<Arc<siegel_pipeline::smime::Mpki>>,
+    notify_sender: bool,
+) -> anyhow::Result<Arc<siegel_pipeline::gina::Gina>> {
+    let settings = siegel_pipeline::gina::GinaSettings {
+        portal_url: config.portal.public_url.clone(),
+        container_expiry: config.gina.container_expiry,
+        carrier_shows_subject: config.gina.carrier_shows_subject,
+        language: default_lang(config),
+        hostname: config.smtp.hostname.clone(),
+        system_from: system_from(config)?,
+        internal_domains: config.domains.internal.clone(),
+        notify_sender,
+    };
+    Ok(Arc::new(siegel_pipeline::gina::Gina::new(
+        store.clone(),
+        spool.clone(),
+        Arc::new(themes(config)?),
+        Arc::new(Hasher::new(2)?),
+        settings,
+        mpki,
+    )))
 }
 
 fn default_lang(config: &Config) -> Lang {
@@ -192,148 +218,6 @@ impl siegel_portal::KeyImporter for Importer {
             PreferredMethod::Gina => Err("nothing to import".into()),
         }
     }
-}
-
-/// What sealing a mail for one GINA recipient produced.
-pub struct Sealed {
-    /// The container file (the attachment).
-    pub file: Vec<u8>,
-    /// The carrier mail to the recipient.
-    pub carrier: Vec<u8>,
-    /// When the account was created now: the initial password and the
-    /// notification to the sender that carries it.
-    pub initial: Option<(Secret, Vec<u8>)>,
-    /// The container id.
-    pub container_id: String,
-}
-
-/// Per GINA recipient: creates the account at the first mail (initial
-/// password, once per recipient), seals the whole mail into a container,
-/// records its key (sealed under the master key), builds the container file
-/// and the carrier mail in the sender domain's theme, and the sender's
-/// notification. This is the GINA method's work; the pipeline's method (the
-/// lead's) calls the same pieces.
-#[allow(clippy::too_many_arguments)]
-pub async fn seal_for(
-    config: &Config,
-    store: &Store,
-    themes: &Themes,
-    hasher: &Hasher,
-    mail: &[u8],
-    sender: &Address,
-    sender_name: Option<&str>,
-    recipient: &Address,
-    message_id: Option<&str>,
-    receipt_to: Option<&Address>,
-    now: i64,
-) -> anyhow::Result<Sealed> {
-    let lang = default_lang(config);
-    let theme = themes.for_domain(sender.domain());
-    let portal_url = &config.portal.public_url;
-    let initial = match store.gina().by_address(recipient).await? {
-        Some(_) => None,
-        None => {
-            let pw = siegel_gina::new_initial_password()?;
-            let hash = hasher.hash(&pw).await?;
-            match store
-                .gina()
-                .insert_initial(recipient, None, &hash, lang.tag())
-                .await?
-            {
-                Some(_) => {
-                    let notice = siegel_gina::mail::initial_password_notice(
-                        theme,
-                        lang,
-                        &NoticeParams {
-                            from: &system_from(config)?,
-                            to: Person {
-                                address: sender,
-                                name: sender_name,
-                            },
-                            recipient,
-                            password: &pw,
-                            portal_url,
-                            date: now,
-                            hostname: &config.smtp.hostname,
-                        },
-                    )?;
-                    Some((pw, notice))
-                }
-                // Another node created it a moment ago and notifies.
-                None => None,
-            }
-        }
-    };
-    let expires = now + config.gina.container_expiry.as_secs() as i64;
-    let (sealed, bytes) = seal_bytes(
-        &SealParams {
-            recipient,
-            theme: theme.name(),
-            now,
-            expires,
-        },
-        mail,
-    )?;
-    let id = sealed.header.id.to_string();
-    store
-        .gina_containers()
-        .insert(&NewContainer {
-            container_id: &id,
-            message_id,
-            sender,
-            recipient,
-            key: &SecretBytes::new(sealed.key.expose().to_vec()),
-            created_at: now,
-            expires_at: expires,
-            receipt_to,
-        })
-        .await?;
-    let sender_shown = Person {
-        address: sender,
-        name: sender_name,
-    }
-    .display();
-    let file = file_bytes(
-        theme,
-        lang,
-        &FileInfo {
-            sender: &sender_shown,
-            recipient: recipient.as_str(),
-            expires,
-            portal_url,
-        },
-        &bytes,
-    )?;
-    let subject = mail_parser::MessageParser::default()
-        .parse_headers(mail)
-        .and_then(|m| m.subject().map(str::to_owned));
-    let carrier = siegel_gina::mail::carrier(
-        theme,
-        lang,
-        &CarrierParams {
-            sender: Person {
-                address: sender,
-                name: sender_name,
-            },
-            recipient,
-            original_subject: subject.as_deref(),
-            show_subject: config.gina.carrier_shows_subject,
-            portal_url,
-            expires,
-            first_time: initial.is_some(),
-            date: now,
-            hostname: &config.smtp.hostname,
-            original_message_id: message_id,
-            container_id: &id,
-        },
-        &file,
-    )?;
-    Ok(Sealed {
-        file,
-        carrier,
-        initial,
-        container_id: id,
-    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -542,25 +426,36 @@ pub fn run(config: &Config, action: GinaAction) -> anyhow::Result<ExitCode> {
                 std::io::stdin().read_to_end(&mut mail)?;
                 let headers = mail_parser::MessageParser::default().parse_headers(&mail);
                 let message_id = headers.as_ref().and_then(|m| m.message_id().map(str::to_owned));
-                let receipt_to = headers
-                    .as_ref()
-                    .and_then(|m| m.header_raw("Disposition-Notification-To").map(str::to_owned))
-                    .and_then(|v| {
-                        let v = v.trim();
-                        let inner = v.rsplit_once('<').map_or(v, |(_, r)| r.trim_end_matches('>'));
-                        Address::parse(inner.trim()).ok()
-                    })
-                    .filter(|a| config.domains.internal.iter().any(|d| d == a.domain()));
-                let themes = themes(config)?;
-                let hasher = Hasher::new(1)?;
-                let sealed = seal_for(config, &store, &themes, &hasher, &mail, &from, None, &to, message_id.as_deref(), receipt_to.as_ref(), now()).await?;
+                let dir = config.server.data_dir.join("spool");
+                let spool = siegel_spool::Spool::open(&dir)
+                    .with_context(|| format!("opening the spool {}", dir.display()))?;
+                // The method of the mail path, printing the initial password
+                // instead of mailing it.
+                let gina = method(config, &store, &spool, None, false)?;
+                let envelope = Envelope {
+                    id: QueueId::generate(),
+                    mail_from: ReversePath::Address(from.clone()),
+                    recipients: vec![Recipient::new(to.clone())],
+                    direction: Direction::Outbound,
+                    origin: Origin::Local {
+                        what: "gina-cli".into(),
+                    },
+                    received_at: 0,
+                    size: 0,
+                    body_8bit: false,
+                    smtputf8: false,
+                    env_id: None,
+                    ret: None,
+                    message_id,
+                };
+                let sealed = gina.seal(&mail, &envelope, &to, now()).await?;
                 std::fs::write(&out, &sealed.file).with_context(|| format!("writing {}", out.display()))?;
                 if let Some(path) = carrier {
                     std::fs::write(&path, &sealed.carrier).with_context(|| format!("writing {}", path.display()))?;
                 }
                 let mut stdout = std::io::stdout();
                 writeln!(stdout, "container {} for {to} written to {}", sealed.container_id, out.display())?;
-                if let Some((pw, _)) = &sealed.initial {
+                if let Some(pw) = &sealed.initial_password {
                     writeln!(stdout, "initial password: {}", pw.expose())?;
                 }
             }

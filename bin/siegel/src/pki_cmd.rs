@@ -61,9 +61,15 @@ pub fn cipher(config: &Config) -> siegel_crypto::smime::ContentCipher {
 /// and TLS-only and plain copies signed in the sender's name. Serve and
 /// `policy explain` share it, so that an explanation is the decision the
 /// gateway would take.
-pub fn registry_for(mpki: &std::sync::Arc<Mpki>) -> Registry {
+pub fn registry_for(
+    mpki: &std::sync::Arc<Mpki>,
+    gina: Option<&std::sync::Arc<siegel_pipeline::gina::Gina>>,
+) -> Registry {
     let mut r = Registry::foundation();
     siegel_pipeline::smime::register(&mut r, mpki);
+    if let Some(g) = gina {
+        siegel_pipeline::gina::register(&mut r, g);
+    }
     r
 }
 

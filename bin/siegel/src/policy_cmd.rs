@@ -82,7 +82,14 @@ pub fn explain(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let (x, settings) = runtime.block_on(async {
         let (store, mpki) = crate::pki_cmd::open(config).await?;
-        let registry = crate::pki_cmd::registry_for(&std::sync::Arc::new(mpki));
+        let mpki = std::sync::Arc::new(mpki);
+        let dir = config.server.data_dir.join("spool");
+        let spool = siegel_spool::Spool::open(&dir)
+            .with_context(|| format!("opening the spool {}", dir.display()))?;
+        // The same methods as the gateway; `explain` only asks whether they
+        // can run, it never makes a copy.
+        let gina = crate::gina_cmd::method(config, &store, &spool, None, true)?;
+        let registry = crate::pki_cmd::registry_for(&mpki, Some(&gina));
         let settings = settings(config, &registry);
         let directory = StoreDirectory(store);
         let x = policy::explain(

@@ -170,7 +170,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         if config.mpki.auto_enroll { "on" } else { "off" }
     );
     let admin = admin.map(|a| a.with_crl(Arc::new(crate::pki_cmd::Crl(Arc::clone(&mpki)))));
-    let registry = crate::pki_cmd::registry_for(&mpki);
+    let gina = crate::gina_cmd::method(&config, &store, &spool, Some(Arc::clone(&mpki)), true)?;
+    let registry = crate::pki_cmd::registry_for(&mpki, Some(&gina));
     let policy_settings = crate::policy_cmd::settings(&config, &registry);
     let gina_wanted = crate::policy_cmd::gina_configured(&config);
     if !gina_wanted.is_empty() && policy_settings.gina_sender_domains.is_empty() {

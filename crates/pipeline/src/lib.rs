@@ -21,6 +21,7 @@
 mod commit;
 pub mod content;
 pub mod crl;
+pub mod gina;
 pub mod inbound;
 pub mod policy;
 pub mod smime;
@@ -493,6 +494,8 @@ async fn start(pipeline: &Arc<Pipeline>, spool: &Spool, limit: &Arc<Semaphore>, 
     });
 }
 
+#[cfg(test)]
+mod gina_tests;
 #[cfg(test)]
 mod policy_tests;
 #[cfg(test)]
