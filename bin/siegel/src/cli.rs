@@ -99,6 +99,16 @@ pub enum Command {
         #[command(subcommand)]
         action: DomainCertAction,
     },
+    /// OpenPGP keys: our users', imported and harvested ones.
+    Pgp {
+        #[command(subcommand)]
+        action: PgpAction,
+    },
+    /// OpenPGP domain keys for domain-to-domain OpenPGP encryption.
+    DomainKey {
+        #[command(subcommand)]
+        action: DomainKeyAction,
+    },
     /// GINA: recipients' accounts and the containers sent to them.
     Gina {
         #[command(subcommand)]
@@ -188,6 +198,25 @@ pub enum CertAction {
     List,
     /// Revoke a certificate (ours go on the CRL).
     Revoke { fingerprint: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PgpAction {
+    /// Print the public key of an address (armoured); a licensed user of
+    /// ours without a key gets one now.
+    Export { address: String },
+    /// Import correspondents' keys (armoured or binary, several in one file).
+    Import { file: PathBuf },
+    /// One line per stored key.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainKeyAction {
+    /// Import a partner gateway's OpenPGP domain key.
+    Import { domain: String, file: PathBuf },
+    /// Print our OpenPGP domain key for an internal domain (created on demand).
+    Export { domain: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -176,6 +176,7 @@ impl siegel_portal::KeyImporter for Importer {
                     source_kind: SourceKind::Imported,
                     source_message_id: None,
                     material: cert.to_der().map_err(|e| e.to_string())?,
+                    source_detail: None,
                     private_key: None,
                 })
             }
@@ -212,6 +213,7 @@ impl siegel_portal::KeyImporter for Importer {
                     source_kind: SourceKind::Imported,
                     source_message_id: None,
                     material: key.cert.to_vec().map_err(|e| e.to_string())?,
+                    source_detail: None,
                     private_key: None,
                 })
             }

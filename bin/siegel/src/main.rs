@@ -7,6 +7,7 @@ mod config_cmd;
 mod db_cmd;
 mod gina_cmd;
 mod logging;
+mod pgp_cmd;
 mod pki_cmd;
 mod policy_cmd;
 mod quarantine_cmd;
@@ -81,6 +82,12 @@ fn main() -> ExitCode {
         }
         cli::Command::DomainCert { action } => {
             with_config(cli.config.as_deref(), |c| pki_cmd::domain_cert(c, action))
+        }
+        cli::Command::Pgp { action } => {
+            with_config(cli.config.as_deref(), |c| pgp_cmd::pgp(c, action))
+        }
+        cli::Command::DomainKey { action } => {
+            with_config(cli.config.as_deref(), |c| pgp_cmd::domain_key(c, action))
         }
         cli::Command::Gina { action } => {
             with_config(cli.config.as_deref(), |c| gina_cmd::run(c, action))

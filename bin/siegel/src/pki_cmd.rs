@@ -63,10 +63,14 @@ pub fn cipher(config: &Config) -> siegel_crypto::smime::ContentCipher {
 /// gateway would take.
 pub fn registry_for(
     mpki: &std::sync::Arc<Mpki>,
+    pgp: Option<&std::sync::Arc<siegel_pipeline::pgp::PgpKeys>>,
     gina: Option<&std::sync::Arc<siegel_pipeline::gina::Gina>>,
 ) -> Registry {
     let mut r = Registry::foundation();
-    siegel_pipeline::smime::register(&mut r, mpki);
+    siegel_pipeline::smime::register_with(&mut r, mpki, pgp);
+    if let Some(k) = pgp {
+        siegel_pipeline::pgp::register(&mut r, k);
+    }
     if let Some(g) = gina {
         siegel_pipeline::gina::register(&mut r, g);
     }

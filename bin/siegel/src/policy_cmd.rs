@@ -89,7 +89,8 @@ pub fn explain(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
         // The same methods as the gateway; `explain` only asks whether they
         // can run, it never makes a copy.
         let gina = crate::gina_cmd::method(config, &store, &spool, None, true)?;
-        let registry = crate::pki_cmd::registry_for(&mpki, Some(&gina));
+        let pgp = crate::pgp_cmd::keys(config, &store);
+        let registry = crate::pki_cmd::registry_for(&mpki, Some(&pgp), Some(&gina));
         let settings = settings(config, &registry);
         let directory = StoreDirectory(store);
         let x = policy::explain(

@@ -171,7 +171,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     );
     let admin = admin.map(|a| a.with_crl(Arc::new(crate::pki_cmd::Crl(Arc::clone(&mpki)))));
     let gina = crate::gina_cmd::method(&config, &store, &spool, Some(Arc::clone(&mpki)), true)?;
-    let registry = crate::pki_cmd::registry_for(&mpki, Some(&gina));
+    let pgp = crate::pgp_cmd::keys(&config, &store);
+    let registry = crate::pki_cmd::registry_for(&mpki, Some(&pgp), Some(&gina));
     let policy_settings = crate::policy_cmd::settings(&config, &registry);
     let gina_wanted = crate::policy_cmd::gina_configured(&config);
     if !gina_wanted.is_empty() && policy_settings.gina_sender_domains.is_empty() {
@@ -197,6 +198,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         directory: Some(Arc::new(directory)),
         tracker: Some(Arc::new(tracking.clone())),
         smime: Some(mpki),
+        pgp: Some(pgp),
         filter,
     });
     let pipeline = Arc::new(siegel_pipeline::Pipeline::standard_with(

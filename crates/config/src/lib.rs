@@ -39,6 +39,7 @@ pub struct Config {
     pub policy: Policy,
     pub mpki: Mpki,
     pub smime: Smime,
+    pub openpgp: OpenPgp,
     pub filter: Filter,
     pub fetch: Fetch,
     pub portal: Portal,
@@ -317,6 +318,28 @@ pub struct Smime {
     /// distribution points) to recognise revoked signers. Our own CA's CRL
     /// is always checked.
     pub fetch_crls: bool,
+}
+
+/// `[openpgp]`: our users' OpenPGP keys and the Autocrypt header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPgp {
+    /// Key type of generated user and domain keys.
+    pub key_type: PgpKeyType,
+    /// Generate a key for a licensed user on their first outbound mail.
+    pub auto_enroll: bool,
+    /// Add an `Autocrypt:` header with the sender's key to our users'
+    /// outbound mail.
+    pub autocrypt: bool,
+}
+
+/// Key type of generated OpenPGP keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PgpKeyType {
+    /// Ed25519 signing, Cv25519 encryption: small and fast.
+    #[default]
+    Cv25519,
+    /// RSA 3072, for correspondents whose software lacks Curve25519.
+    Rsa3072,
 }
 
 /// Content-encryption algorithm for outbound S/MIME.
@@ -609,6 +632,11 @@ impl Config {
                 trust_bundles: Vec::new(),
                 cipher: SmimeCipher::Cbc,
                 fetch_crls: true,
+            },
+            openpgp: OpenPgp {
+                key_type: PgpKeyType::Cv25519,
+                auto_enroll: true,
+                autocrypt: true,
             },
             filter: Filter {
                 clamd: None,
@@ -948,6 +976,14 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
     };
     s.finish(cx);
 
+    let mut s = root.table(cx, "openpgp");
+    let openpgp = OpenPgp {
+        key_type: s.get(cx, "key_type", d.openpgp.key_type, pgp_key_type),
+        auto_enroll: s.get(cx, "auto_enroll", d.openpgp.auto_enroll, boolean),
+        autocrypt: s.get(cx, "autocrypt", d.openpgp.autocrypt, boolean),
+    };
+    s.finish(cx);
+
     let mut s = root.table(cx, "filter");
     let df = d.filter;
     let virus_directions = s.list(cx, "virus_directions", df.virus_directions, direction);
@@ -1053,6 +1089,7 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
         policy,
         mpki,
         smime,
+        openpgp,
         filter,
         fetch,
         portal,
@@ -1499,6 +1536,14 @@ fn key_type(v: &DeValue<'_>) -> Result<KeyType, String> {
         "rsa3072" => Ok(KeyType::Rsa3072),
         "p256" => Ok(KeyType::P256),
         other => Err(format!("`{other}` is not one of rsa3072, p256")),
+    }
+}
+
+fn pgp_key_type(v: &DeValue<'_>) -> Result<PgpKeyType, String> {
+    match string(v)?.as_str() {
+        "cv25519" => Ok(PgpKeyType::Cv25519),
+        "rsa3072" => Ok(PgpKeyType::Rsa3072),
+        other => Err(format!("`{other}` is not one of cv25519, rsa3072")),
     }
 }
 

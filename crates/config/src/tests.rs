@@ -634,6 +634,33 @@ fn mpki_and_smime_sections_parse_and_refuse_nonsense() {
 }
 
 #[test]
+fn openpgp_section_parses_and_refuses_nonsense() {
+    let d = ok("").config;
+    assert_eq!(d.openpgp.key_type, PgpKeyType::Cv25519);
+    assert!(d.openpgp.auto_enroll && d.openpgp.autocrypt);
+    let c =
+        ok("[openpgp]\nkey_type = \"rsa3072\"\nauto_enroll = false\nautocrypt = false\n").config;
+    assert_eq!(c.openpgp.key_type, PgpKeyType::Rsa3072);
+    assert!(!c.openpgp.auto_enroll && !c.openpgp.autocrypt);
+    for (bad, key) in [
+        ("[openpgp]\nkey_type = \"dsa\"\n", "openpgp.key_type"),
+        ("[openpgp]\nautocrypt = \"yes\"\n", "openpgp.autocrypt"),
+    ] {
+        let e = Config::from_toml_str(bad, "<t>").unwrap_err().to_string();
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+    let typo = ok("[openpgp]\nauto_enrol = false\n");
+    assert!(typo.config.openpgp.auto_enroll);
+    assert!(
+        typo.warnings
+            .iter()
+            .any(|w| w.contains("openpgp.auto_enrol") && w.contains("unknown key")),
+        "{:?}",
+        typo.warnings
+    );
+}
+
+#[test]
 fn portal_and_gina_settings() {
     let l = ok(r#"
 [portal]

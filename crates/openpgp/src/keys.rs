@@ -155,6 +155,34 @@ impl Pgp {
         Ok(out)
     }
 
+    /// Binary public certificate (no secret parts), the storage form of
+    /// correspondents' keys and what WKD serves.
+    pub fn public_bytes(&self, cert: &Cert) -> Result<Vec<u8>, PgpError> {
+        let mut out = Vec::new();
+        cert.clone()
+            .strip_secret_key_material()
+            .serialize(&mut out)
+            .map_err(|e| PgpError::Compose(chain(&e)))?;
+        Ok(out)
+    }
+
+    /// Reads one stored certificate (public or with secrets) back.
+    pub fn load_cert(&self, data: &[u8]) -> Result<Cert, PgpError> {
+        self.limit_input(data)?;
+        Cert::from_bytes(data).map_err(|e| PgpError::KeyParse(chain(&e)))
+    }
+
+    /// When the primary key was created and when the certificate expires
+    /// (`None`: never), as the policy sees it at the reference time.
+    pub fn lifetime(&self, cert: &Cert) -> (SystemTime, Option<SystemTime>) {
+        let created = cert.primary_key().key().creation_time();
+        let expires = cert
+            .with_policy(&self.policy, self.now())
+            .ok()
+            .and_then(|v| v.primary_key().key_expiration_time());
+        (created, expires)
+    }
+
     /// Reads a stored secret key back; refuses public-only certificates.
     pub fn load_secret_key(&self, data: &[u8]) -> Result<Cert, PgpError> {
         self.limit_input(data)?;

@@ -64,6 +64,18 @@ impl Pgp {
         signer: &SigningKey,
         recipients: &[&Cert],
     ) -> Result<Vec<u8>, PgpError> {
+        self.encrypt_with(message, Some(signer), recipients)
+    }
+
+    /// PGP/MIME encryption like [`Pgp::encrypt_and_sign_with`], signed only
+    /// when a `signer` is given (a sender of ours without a key of their
+    /// own: the mail is still encrypted, never sent in clear).
+    pub fn encrypt_with(
+        &self,
+        message: &[u8],
+        signer: Option<&SigningKey>,
+        recipients: &[&Cert],
+    ) -> Result<Vec<u8>, PgpError> {
         self.limit_input(message)?;
         if recipients.is_empty() {
             return Err(PgpError::NoRecipients);
@@ -158,12 +170,13 @@ impl Pgp {
         Ok(out)
     }
 
-    /// Signs (one-pass, inline) and encrypts raw bytes; armoured output.
-    /// Public for benchmarks and for callers that build their own MIME.
+    /// Signs (one-pass, inline; unless `signer` is `None`) and encrypts
+    /// raw bytes; armoured output. Public for benchmarks and for callers
+    /// that build their own MIME.
     pub fn sign_encrypt_bytes(
         &self,
         data: &[u8],
-        signer: &SigningKey,
+        signer: Option<&SigningKey>,
         recipients: &[&Cert],
     ) -> Result<Vec<u8>, PgpError> {
         let now = self.now();
@@ -188,7 +201,7 @@ impl Pgp {
                     .map(Recipient::from),
             );
         }
-        let keypair = signer.clone();
+        let keypair = signer.cloned();
         let mut out = Vec::new();
         {
             let m = Message::new(&mut out);
@@ -199,11 +212,14 @@ impl Pgp {
             let m = Encryptor::for_recipients(m, targets)
                 .build()
                 .map_err(|e| PgpError::Compose(chain(&e)))?;
-            let m = Signer::new(m, keypair)
-                .map_err(|e| PgpError::Compose(chain(&e)))?
-                .creation_time(now)
-                .build()
-                .map_err(|e| PgpError::Compose(chain(&e)))?;
+            let m = match keypair {
+                Some(keypair) => Signer::new(m, keypair)
+                    .map_err(|e| PgpError::Compose(chain(&e)))?
+                    .creation_time(now)
+                    .build()
+                    .map_err(|e| PgpError::Compose(chain(&e)))?,
+                None => m,
+            };
             let mut w = LiteralWriter::new(m)
                 .build()
                 .map_err(|e| PgpError::Compose(chain(&e)))?;
@@ -216,8 +232,8 @@ impl Pgp {
 
     /// The value of the `Autocrypt:` header for `address` with `cert`:
     /// `addr=…; keydata=…` where keydata is the minimal key (primary key,
-    /// the User ID of that address, one encryption subkey, their binding
-    /// signatures), base64 folded for a header line. Write it as
+    /// the User ID of that address, one encryption and one signing subkey,
+    /// their binding signatures), base64 folded for a header line. Write it as
     /// `Autocrypt: {value}\r\n`.
     pub fn autocrypt_header(&self, cert: &Cert, address: &Address) -> Result<String, PgpError> {
         let unusable = |problem| PgpError::KeyUnusable {
@@ -229,13 +245,32 @@ impl Pgp {
             .into_iter()
             .next()
             .ok_or_else(|| unusable(KeyProblem::NoEncryptionKey))?;
+        // The live signing subkey stays too: without it a correspondent who
+        // learnt the key from this header could not check our signatures
+        // (our keys certify with the primary key and sign with a subkey).
+        let signing: Vec<String> = cert
+            .with_policy(&self.policy, self.now())
+            .map(|v| {
+                v.keys()
+                    .subkeys()
+                    .alive()
+                    .revoked(false)
+                    .for_signing()
+                    .map(|k| k.key().fingerprint().to_hex())
+                    .take(1)
+                    .collect()
+            })
+            .unwrap_or_default();
         let wanted = address.as_str().to_ascii_lowercase();
         let has_uid = cert.userids().any(|u| email_is(u.userid(), &wanted));
         let minimal = cert
             .clone()
             .strip_secret_key_material()
             .retain_userids(|u| !has_uid || email_is(u.userid(), &wanted))
-            .retain_subkeys(|k| k.key().fingerprint().to_hex() == subkey);
+            .retain_subkeys(|k| {
+                let fp = k.key().fingerprint().to_hex();
+                fp == subkey || signing.contains(&fp)
+            });
         let mut bytes = Vec::new();
         minimal
             .serialize(&mut bytes)

@@ -221,7 +221,7 @@ fn deltachat_thunderbird_encrypted_signed() {
     // Our own unsigned encryption to Bob reports NotSigned.
     let plain = b"Subject: x\r\n\r\nhi\r\n";
     let armoured = pgp
-        .sign_encrypt_bytes(plain, &pgp.signing_key(&bob).unwrap(), &[&bob])
+        .sign_encrypt_bytes(plain, Some(&pgp.signing_key(&bob).unwrap()), &[&bob])
         .unwrap();
     let (_, status) = pgp.decrypt(&armoured, &[bob.clone()], &[]).unwrap();
     assert!(matches!(status, SignatureStatus::Invalid { .. }));
@@ -267,9 +267,15 @@ fn our_autocrypt_header_round_trips_and_is_minimal() {
     let k = &keys[0].key;
     assert_eq!(k.fingerprint, carol.fingerprint().to_hex());
     assert!(!k.cert.is_tsk());
-    // Minimal: primary + encryption subkey only (no signing subkey).
-    assert_eq!(k.cert.keys().count(), 2);
+    // Minimal: primary, one encryption and one signing subkey (so that
+    // a signature of Carol's can be checked with the header's key).
+    assert_eq!(k.cert.keys().count(), 3);
     assert_eq!(k.validity, Ok(()));
+    let signed = pgp.sign(mail.as_bytes(), &carol).unwrap();
+    let opened = pgp
+        .open(&signed, &[], std::slice::from_ref(&k.cert))
+        .unwrap();
+    assert!(matches!(opened.signature, SignatureStatus::Valid { .. }));
     // A header whose addr is not the sender is ignored (Autocrypt spec).
     let forged = mail.replace("From: Carol <carol@example.org>", "From: eve@example.org");
     assert!(pgp.harvest(forged.as_bytes()).is_empty());

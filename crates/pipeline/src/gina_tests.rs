@@ -67,6 +67,7 @@ async fn world() -> World {
         directory: Some(Arc::new(directory.clone()) as Arc<dyn KeyDirectory>),
         tracker: Some(Arc::new(directory) as Arc<dyn TrackingSink>),
         smime: None,
+        pgp: None,
         filter: None,
     });
     World {

@@ -53,6 +53,12 @@ pub struct Findings {
     /// Further header fields for the stamp stage (e.g. filter results),
     /// each `Name: value` without CRLF.
     pub stamps: Vec<String>,
+    /// The OpenPGP signature verdict the decrypt stage found inside an
+    /// encrypted mail, for the verify stage.
+    pub pgp_signature: Option<siegel_openpgp::SignatureStatus>,
+    /// Fingerprint of the OpenPGP key whose valid signature names the
+    /// `From` address (it may confirm a key change when harvesting).
+    pub pgp_signer: Option<String>,
 }
 
 impl Findings {

@@ -23,6 +23,7 @@ pub mod content;
 pub mod crl;
 pub mod gina;
 pub mod inbound;
+pub mod pgp;
 pub mod policy;
 pub mod smime;
 pub mod stages;
@@ -44,7 +45,7 @@ pub use policy::{PolicyEnv, PolicySettings, RecipientKeys};
 /// reads decisions without a dependency of its own.
 pub use siegel_policy;
 pub use stages::{
-    Classify, Decide, Decrypt, Harvest, ReceivedHeader, Scan, SplitCopies, Stamp,
+    Autocrypt, Classify, Decide, Decrypt, Harvest, ReceivedHeader, Scan, SplitCopies, Stamp,
     StripSiegelHeaders, Verify,
 };
 
@@ -196,16 +197,20 @@ impl Pipeline {
         if let Some(filter) = &env.filter {
             stages.push(Box::new(Scan::new(Arc::clone(filter))));
         }
+        if let Some(keys) = &env.pgp {
+            stages.push(Box::new(Autocrypt::new(Arc::clone(keys))));
+        }
         stages.push(Box::new(Classify(Arc::clone(&env))));
         stages.push(Box::new(Decide(Arc::clone(&env))));
         stages.push(Box::new(SplitCopies));
-        if let Some(mpki) = &env.smime {
-            stages.push(Box::new(Decrypt::new(Arc::clone(mpki))));
+        if env.smime.is_some() || env.pgp.is_some() {
+            let (smime, pgp) = (env.smime.clone(), env.pgp.clone());
+            stages.push(Box::new(Decrypt::new(smime.clone(), pgp.clone())));
             if let Some(filter) = &env.filter {
                 stages.push(Box::new(Scan::after_decrypt(filter)));
             }
-            stages.push(Box::new(Verify::new(Arc::clone(mpki))));
-            stages.push(Box::new(Harvest::new(Arc::clone(mpki))));
+            stages.push(Box::new(Verify::new(smime.clone(), pgp.clone())));
+            stages.push(Box::new(Harvest::new(smime, pgp)));
         }
         stages.push(Box::new(Stamp));
         Self::with_env(hostname, stages, env)
@@ -496,6 +501,8 @@ async fn start(pipeline: &Arc<Pipeline>, spool: &Spool, limit: &Arc<Semaphore>, 
 
 #[cfg(test)]
 mod gina_tests;
+#[cfg(test)]
+mod pgp_tests;
 #[cfg(test)]
 mod policy_tests;
 #[cfg(test)]

@@ -479,6 +479,10 @@ pub struct PolicyEnv {
     /// Its methods must be registered in `registry` over its cache
     /// ([`crate::smime::register`]).
     pub smime: Option<Arc<crate::smime::Mpki>>,
+    /// `None`: no OpenPGP (no Autocrypt header, no decryption or
+    /// verification). Its methods must be registered in `registry`
+    /// ([`crate::pgp::register`]).
+    pub pgp: Option<Arc<crate::pgp::PgpKeys>>,
     /// `None`: no virus or spam scanning.
     pub filter: Option<Arc<siegel_filter::Filter>>,
 }
@@ -493,6 +497,7 @@ impl Default for PolicyEnv {
             directory: None,
             tracker: None,
             smime: None,
+            pgp: None,
             filter: None,
         }
     }
@@ -506,6 +511,7 @@ impl std::fmt::Debug for PolicyEnv {
             .field("directory", &self.directory.is_some())
             .field("tracker", &self.tracker.is_some())
             .field("smime", &self.smime.is_some())
+            .field("pgp", &self.pgp.is_some())
             .field("filter", &self.filter.is_some())
             .finish()
     }

@@ -65,6 +65,7 @@ async fn world(settings: PolicySettings) -> World {
         directory: Some(Arc::new(directory.clone()) as Arc<dyn KeyDirectory>),
         tracker: Some(Arc::new(directory) as Arc<dyn TrackingSink>),
         smime: None,
+        pgp: None,
         filter: None,
     });
     let pipeline = Pipeline::standard_with("mx.example.com".into(), env);
@@ -90,6 +91,7 @@ async fn add_cert(store: &Store, addr: &str, fp: &str, not_after: i64) -> KeyRec
             source_kind: SourceKind::Imported,
             source_message_id: None,
             material: b"cert".to_vec(),
+            source_detail: None,
             private_key: None,
         })
         .await

@@ -181,15 +181,67 @@ impl Method for SmimeMethod {
 /// A copy that leaves without encryption (TLS only; plain for internal
 /// recipients), signed in the sender's name when the sender is one of our
 /// licensed users, else unchanged.
+///
+/// With OpenPGP keys at hand, a TLS-only copy whose recipients all have an
+/// OpenPGP key and no S/MIME certificate is signed PGP/MIME instead: their
+/// clients read OpenPGP, and may show an S/MIME signature as an attachment.
 pub struct SignedCopy {
     kind: MethodKind,
     mpki: Arc<Mpki>,
+    pgp: Option<Arc<crate::pgp::PgpKeys>>,
 }
 
 impl SignedCopy {
     /// Only the unencrypted kinds: a signature never stands in for encryption.
     pub fn new(kind: MethodKind, mpki: Arc<Mpki>) -> Option<Self> {
-        matches!(kind, MethodKind::TlsOnly | MethodKind::Plain).then_some(Self { kind, mpki })
+        matches!(kind, MethodKind::TlsOnly | MethodKind::Plain).then_some(Self {
+            kind,
+            mpki,
+            pgp: None,
+        })
+    }
+
+    /// Signs PGP/MIME for recipients who have only an OpenPGP key.
+    pub fn with_pgp(mut self, pgp: Option<Arc<crate::pgp::PgpKeys>>) -> Self {
+        self.pgp = pgp;
+        self
+    }
+
+    /// The PGP/MIME-signed copy, when the recipients call for one and the
+    /// sender has a key. `Ok(None)`: sign S/MIME (or not at all).
+    async fn pgp_signed(
+        &self,
+        input: &[u8],
+        copy: &CopyInfo<'_>,
+        now: i64,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let Some(keys) = &self.pgp else {
+            return Ok(None);
+        };
+        if self.kind != MethodKind::TlsOnly
+            || is_smime(input)
+            || crate::pgp::is_pgp_mime_signed(input)
+        {
+            return Ok(None);
+        }
+        if !keys
+            .sign_for_openpgp_only(copy.recipients, now)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(None);
+        }
+        let Some(signer) = keys
+            .signer(copy.envelope.mail_from.address(), now)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        crate::pgp::PgpKeys::engine(now)
+            .sign_with(input, &signer)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -223,6 +275,11 @@ impl Method for SignedCopy {
         let kind = self.kind;
         Box::pin(async move {
             let now = i64::try_from(copy.now).unwrap_or(i64::MAX);
+            match self.pgp_signed(input, &copy, now).await {
+                Ok(Some(signed)) => return Ok(signed),
+                Ok(None) => {}
+                Err(reason) => return Err(MethodError::Temporary { kind, reason }),
+            }
             match self
                 .mpki
                 .sign_outbound(copy.envelope.mail_from.address(), input, now)
@@ -242,12 +299,22 @@ impl Method for SignedCopy {
 /// Registers the S/MIME and domain-S/MIME methods, and the signing
 /// TLS-only and plain copies, over `mpki`.
 pub fn register(registry: &mut Registry, mpki: &Arc<Mpki>) {
+    register_with(registry, mpki, None);
+}
+
+/// [`register`], with TLS-only copies to OpenPGP-only recipients signed
+/// PGP/MIME with `pgp`'s keys.
+pub fn register_with(
+    registry: &mut Registry,
+    mpki: &Arc<Mpki>,
+    pgp: Option<&Arc<crate::pgp::PgpKeys>>,
+) {
     for kind in [MethodKind::Smime, MethodKind::DomainSmime] {
         registry.register(Box::new(SmimeMethod::new(kind, Arc::clone(mpki))));
     }
     for kind in [MethodKind::TlsOnly, MethodKind::Plain] {
         if let Some(m) = SignedCopy::new(kind, Arc::clone(mpki)) {
-            registry.register(Box::new(m));
+            registry.register(Box::new(m.with_pgp(pgp.cloned())));
         }
     }
 }
@@ -463,6 +530,7 @@ impl Mpki {
                 source_kind: source,
                 source_message_id: message_id,
                 material: cert.to_der()?,
+                source_detail: None,
                 private_key,
             })
             .await?;

@@ -111,6 +111,7 @@ async fn world_of(
         directory: Some(Arc::new(directory.clone()) as Arc<dyn KeyDirectory>),
         tracker: Some(Arc::new(directory) as Arc<dyn TrackingSink>),
         smime: Some(Arc::clone(&mpki)),
+        pgp: None,
         filter: None,
     });
     let pipeline = Pipeline::standard_with("mx.example.com".into(), env);

@@ -132,6 +132,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "gina",
         include_str!("../migrations/sqlite/0002_gina.sql"),
     ),
+    (
+        3,
+        "key_sources",
+        include_str!("../migrations/sqlite/0003_key_sources.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -144,10 +149,15 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "gina",
         include_str!("../migrations/postgres/0002_gina.sql"),
     ),
+    (
+        3,
+        "key_sources",
+        include_str!("../migrations/postgres/0003_key_sources.sql"),
+    ),
 ];
 
 /// The schema version this program creates and expects.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(

@@ -166,6 +166,7 @@ fn new_key(address: &str, fingerprint: &str, private: Option<&[u8]>) -> NewKey {
         source_kind: SourceKind::Issued,
         source_message_id: None,
         material: vec![0x30, 0x82, 1, 2, 3],
+        source_detail: None,
         private_key: private.map(|p| SecretBytes::new(p.to_vec())),
     }
 }

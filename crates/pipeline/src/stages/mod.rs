@@ -1,6 +1,7 @@
 //! One file per stage. Each stage is a type implementing [`crate::Stage`];
 //! the order they run in is the list in [`crate::Pipeline::standard_with`].
 
+pub mod autocrypt;
 pub mod decrypt;
 pub mod filter;
 pub mod harvest;
@@ -9,6 +10,7 @@ pub mod received;
 pub mod stamp;
 pub mod verify;
 
+pub use autocrypt::Autocrypt;
 pub use decrypt::Decrypt;
 pub use filter::Scan;
 pub use harvest::Harvest;

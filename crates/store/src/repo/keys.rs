@@ -71,6 +71,8 @@ pub struct NewKey {
     pub source_message_id: Option<String>,
     /// The public material (DER certificate or binary OpenPGP certificate).
     pub material: Vec<u8>,
+    /// Where exactly it came from (`autocrypt`, `attachment`, `wkd`, …).
+    pub source_detail: Option<String>,
     /// The private key, when Siegel holds it. Sealed before it is written.
     pub private_key: Option<SecretBytes>,
 }
@@ -109,6 +111,8 @@ pub struct KeyRecord {
     pub has_private_key: bool,
     /// When it was stored.
     pub created_at: i64,
+    /// Where exactly it came from, if recorded.
+    pub source_detail: Option<String>,
 }
 
 type Row = (
@@ -127,10 +131,11 @@ type Row = (
     Vec<u8>,
     bool,
     i64,
+    Option<String>,
 );
 const COLUMNS: &str = "id, address, fingerprint, issuer, serial, not_before, not_after, key_usage, \
      source_kind, source_message_id, revoked, superseded_by, material, \
-     private_key_enc IS NOT NULL, created_at";
+     private_key_enc IS NOT NULL, created_at, source_detail";
 
 fn from_row(table: KeyTable, r: Row) -> Result<KeyRecord, StoreError> {
     let field = match table {
@@ -153,6 +158,7 @@ fn from_row(table: KeyTable, r: Row) -> Result<KeyRecord, StoreError> {
         material: r.12,
         has_private_key: r.13,
         created_at: r.14,
+        source_detail: r.15,
     })
 }
 
@@ -192,12 +198,16 @@ impl Keys<'_> {
             (_, Some(id)) => check_text("source_message_id", id, 998)?,
             _ => {}
         }
+        if let Some(d) = &key.source_detail {
+            check_text("source_detail", d, 256)?;
+        }
         let table = self.table.table();
         let context = seal_context(table, &fingerprint);
         let sql = format!(
             "INSERT INTO {table} (address, fingerprint, issuer, serial, not_before, not_after, \
-             key_usage, source_kind, source_message_id, material, private_key_enc, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+             key_usage, source_kind, source_message_id, material, private_key_enc, created_at, \
+             source_detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
         );
         // The seal and the insert share one write transaction that first
         // reads the key rows: a rotation can then neither finish between
@@ -230,6 +240,7 @@ impl Keys<'_> {
                 .bind(&key.material)
                 .bind(sealed)
                 .bind(unix_now())
+                .bind(key.source_detail.as_deref())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unique(self.table.what()))?;
