@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use siegel_openpgp::{InvalidReason, SignatureStatus};
 use siegel_policy::BoxFuture;
 use siegel_types::{Address, Direction};
 
@@ -116,10 +117,27 @@ async fn decrypt_pgp(keys: &PgpKeys, ctx: &mut MessageCtx<'_>) -> Verdict {
     let from = header_address(&whole, "from");
     let now = i64::try_from(ctx.now).unwrap_or(i64::MAX);
     let offered = crate::stages::harvest::offered_keys(&whole, from.as_ref(), now);
-    match keys
+    let mut result = keys
         .open_inbound(&rcpts, from.as_ref(), &offered, &whole, now)
-        .await
+        .await;
+    // The signer's key may travel inside the encryption (an attached key):
+    // then the signature can only be checked with what decryption revealed.
+    if let Ok(Ok((opened, _))) = &result
+        && matches!(
+            opened.signature,
+            SignatureStatus::Invalid {
+                reason: InvalidReason::UnknownKey { .. }
+            }
+        )
     {
+        let inside = crate::stages::harvest::offered_keys(&opened.message, from.as_ref(), now);
+        if !inside.is_empty() {
+            result = keys
+                .open_inbound(&rcpts, from.as_ref(), &inside, &whole, now)
+                .await;
+        }
+    }
+    match result {
         Ok(Ok((opened, how))) if pgp::was_encrypted(&opened) => {
             ctx.findings.pgp_signature = Some(opened.signature);
             ctx.content.replace(opened.message);
