@@ -29,6 +29,7 @@ struct World {
     _dir: tempfile::TempDir,
     spool: Spool,
     store: Store,
+    mpki: Arc<Mpki>,
     keys: Arc<PgpKeys>,
     pipeline: Pipeline,
     ready: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<QueueId>>,
@@ -76,7 +77,7 @@ async fn world(settings: PolicySettings) -> World {
         registry,
         directory: Some(Arc::new(directory.clone()) as Arc<dyn KeyDirectory>),
         tracker: Some(Arc::new(directory) as Arc<dyn TrackingSink>),
-        smime: Some(mpki),
+        smime: Some(Arc::clone(&mpki)),
         pgp: Some(Arc::clone(&keys)),
         filter: None,
     });
@@ -87,6 +88,7 @@ async fn world(settings: PolicySettings) -> World {
         _dir: dir,
         spool,
         store,
+        mpki,
         keys,
         pipeline,
     }
@@ -538,5 +540,54 @@ async fn inline_pgp_and_clear_signed_mail_are_opened_and_verified() {
         out.starts_with(b"X-Siegel-Signature: invalid; reason=unknown-key\r\n"),
         "{}",
         String::from_utf8_lossy(&out)
+    );
+}
+
+/// PRODUCT.md's inbound flow: AV/AS → decrypt → (AV of what was
+/// decrypted) → verify → harvest → tag, after the incoming `X-Siegel-*`
+/// fields are removed; outbound: the Autocrypt header before the policy
+/// splits the mail, so every copy carries it.
+#[tokio::test]
+async fn the_inbound_path_runs_its_stages_in_the_product_order() {
+    let w = world(PolicySettings::default()).await;
+    let filter_config = siegel_config::Config::from_toml_str(
+        "[filter]\nclamd = \"tcp:127.0.0.1:9\"\nspamd = \"127.0.0.1:9\"\n",
+        "<t>",
+    )
+    .unwrap()
+    .config
+    .filter;
+    let filter = Arc::new(siegel_filter::Filter::from_config(&filter_config).unwrap());
+    let env = Arc::new(PolicyEnv {
+        registry: siegel_policy::Registry::foundation(),
+        smime: Some(Arc::clone(&w.mpki)),
+        pgp: Some(Arc::clone(&w.keys)),
+        filter: Some(filter),
+        ..PolicyEnv::default()
+    });
+    let p = Pipeline::standard_with("mx.example.com".into(), env);
+    assert_eq!(
+        p.stage_names(Direction::Inbound),
+        [
+            "received",
+            "strip-x-siegel",
+            "filter",
+            "decrypt",
+            "filter-decrypted",
+            "verify",
+            "harvest",
+            "stamp"
+        ]
+    );
+    assert_eq!(
+        p.stage_names(Direction::Outbound),
+        [
+            "received",
+            "filter",
+            "autocrypt",
+            "classify",
+            "decide",
+            "split"
+        ]
     );
 }
