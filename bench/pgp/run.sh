@@ -4,4 +4,4 @@
 set -eu
 cd "$(dirname "$0")/../.."
 cargo build --release -p siegel-openpgp --example pgp_bench
-exec taskset -c 0 target/release/examples/pgp_bench "$@"
+exec taskset -c 0 "${CARGO_TARGET_DIR:-target}/release/examples/pgp_bench" "$@"
