@@ -108,6 +108,7 @@ impl Cache {
         );
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

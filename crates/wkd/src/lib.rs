@@ -181,3 +181,6 @@ mod tests {
         assert!(matches!(public_key_bytes(b"nope"), Err(WkdError::Parse(_))));
     }
 }
+
+#[cfg(feature = "test-server")]
+pub mod testing;
