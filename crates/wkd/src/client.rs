@@ -187,10 +187,11 @@ impl Client {
     }
 }
 
-/// Keeps the certificates of `body` that have a User ID with exactly
-/// `address` (the local part compared without ASCII case, as the hash is)
-/// and can be encrypted to now; of several, the newest.
-pub(crate) fn filter(address: &Address, body: &[u8], url: String) -> Lookup {
+/// Keeps the certificates of `body` (a WKD response from `url`) that have a
+/// User ID with exactly `address` (the local part compared without ASCII
+/// case, as the hash is) and can be encrypted to now; of several, the
+/// newest. Public for the fuzz target: `body` is whatever a server sent.
+pub fn filter(address: &Address, body: &[u8], url: String) -> Lookup {
     let pgp = Pgp::new();
     let keys = match pgp.import_keys(body) {
         Ok(k) => k,

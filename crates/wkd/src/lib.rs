@@ -23,7 +23,7 @@ mod cache;
 mod client;
 
 pub use cache::CacheSettings;
-pub use client::{Client, Lookup, WkdKey};
+pub use client::{Client, Lookup, WkdKey, filter};
 
 use sequoia_openpgp as openpgp;
 
