@@ -51,11 +51,7 @@ fn host_domain(headers: &HeaderMap) -> Option<String> {
 impl AppState {
     fn internal(&self, domain: &str) -> Option<String> {
         let d = domain.to_ascii_lowercase();
-        self.settings
-            .internal_domains
-            .iter()
-            .any(|i| *i == d)
-            .then_some(d)
+        self.settings.internal_domains.contains(&d).then_some(d)
     }
 }
 
