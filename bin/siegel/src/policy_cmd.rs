@@ -4,6 +4,7 @@
 //! ([`siegel_pipeline::policy::explain`]), so what it prints is what happens.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use siegel_config::{Config, NoMethod};
@@ -92,11 +93,13 @@ pub fn explain(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
         let pgp = crate::pgp_cmd::keys(config, &store);
         let registry = crate::pki_cmd::registry_for(&mpki, Some(&pgp), Some(&gina));
         let settings = settings(config, &registry);
-        let directory = StoreDirectory(store);
+        // WKD is asked as on the mail path, but nothing found is stored:
+        // `explain` must not change the store.
+        let directory = wkd_directory(config, Arc::new(StoreDirectory(store)), None)?;
         let x = policy::explain(
             &settings,
             &registry,
-            Some(&directory),
+            Some(directory.as_ref()),
             Some(&from),
             &to,
             header.as_bytes(),
@@ -179,4 +182,41 @@ pub fn explain(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
     println!();
     println!("(nothing was sent)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The key directory with WKD in front of `inner` when `[wkd] enabled`
+/// (found keys recorded in `store` if given); `inner` itself otherwise.
+pub fn wkd_directory(
+    config: &Config,
+    inner: Arc<dyn policy::KeyDirectory>,
+    store: Option<siegel_store::Store>,
+) -> anyhow::Result<Arc<dyn policy::KeyDirectory>> {
+    if !config.wkd.enabled {
+        return Ok(inner);
+    }
+    let f = &config.fetch;
+    // A WKD answer is a few keys: a megabyte is plenty, whatever `[fetch]
+    // max_body` allows for CRLs.
+    let fetcher = siegel_fetch::Fetcher::new(siegel_fetch::FetchConfig {
+        total_timeout: f.timeout,
+        connect_timeout: f.timeout.min(std::time::Duration::from_secs(5)),
+        max_body: usize::try_from(f.max_body.min(1 << 20)).unwrap_or(1 << 20),
+        allow: f.allow.clone(),
+        ..siegel_fetch::FetchConfig::default()
+    })
+    .context("setting up outbound HTTP for WKD ([fetch])")?;
+    let client = siegel_wkd::Client::new(
+        fetcher,
+        siegel_wkd::CacheSettings {
+            positive_ttl: config.wkd.cache_ttl,
+            negative_ttl: config.wkd.negative_ttl,
+            ..siegel_wkd::CacheSettings::default()
+        },
+    );
+    Ok(Arc::new(siegel_pipeline::WkdDirectory::new(
+        inner,
+        Arc::new(client),
+        store,
+        config.domains.internal.clone(),
+    )))
 }

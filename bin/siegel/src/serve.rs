@@ -190,12 +190,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    let directory = siegel_pipeline::policy::StoreDirectory(store.clone());
+    let directory = crate::policy_cmd::wkd_directory(
+        &config,
+        Arc::new(siegel_pipeline::policy::StoreDirectory(store.clone())),
+        Some(store.clone()),
+    )?;
     let tracking = siegel_store::TrackingWriter::spawn(store.clone());
     let policy_env = Arc::new(siegel_pipeline::PolicyEnv {
         settings: policy_settings,
         registry,
-        directory: Some(Arc::new(directory)),
+        directory: Some(directory),
         tracker: Some(Arc::new(tracking.clone())),
         smime: Some(mpki),
         pgp: Some(pgp),

@@ -44,6 +44,20 @@ pub struct Config {
     pub fetch: Fetch,
     pub portal: Portal,
     pub gina: Gina,
+    pub wkd: Wkd,
+}
+
+/// `[wkd]`: Web Key Directory. Outbound, recipients without a certificate
+/// or key are looked up at their domain's WKD (over `[fetch]`) before
+/// domain keys and GINA; the portal serves our users' keys by WKD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wkd {
+    /// Look recipients' keys up by WKD.
+    pub enabled: bool,
+    /// How long a found key is used before asking again.
+    pub cache_ttl: Duration,
+    /// How long "no key" (404, no WKD host, nothing usable) is believed.
+    pub negative_ttl: Duration,
 }
 
 /// `[fetch]`: the gateway's own HTTP(S) requests (CRLs of correspondents'
@@ -671,6 +685,11 @@ impl Config {
                 session_max: Duration::from_secs(12 * 3600),
                 max_upload: 100 * 1024 * 1024,
             },
+            wkd: Wkd {
+                enabled: true,
+                cache_ttl: Duration::from_secs(24 * 3600),
+                negative_ttl: Duration::from_secs(3600),
+            },
             gina: Gina {
                 container_expiry: Duration::from_secs(90 * 86_400),
                 themes_dir: None,
@@ -1074,6 +1093,14 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
     };
     s.finish(cx);
 
+    let mut s = root.table(cx, "wkd");
+    let wkd = Wkd {
+        enabled: s.get(cx, "enabled", d.wkd.enabled, boolean),
+        cache_ttl: s.get(cx, "cache_ttl", d.wkd.cache_ttl, duration),
+        negative_ttl: s.get(cx, "negative_ttl", d.wkd.negative_ttl, duration),
+    };
+    s.finish(cx);
+
     root.finish(cx);
     Config {
         server,
@@ -1094,6 +1121,7 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
         fetch,
         portal,
         gina,
+        wkd,
     }
 }
 
@@ -1158,6 +1186,26 @@ fn validate(c: &Config, cx: &mut Cx<'_>) {
         cx.error(
             "portal.session_idle",
             "is longer than `portal.session_max`: the idle timeout could never apply",
+        );
+    }
+    for (key, ttl) in [
+        ("wkd.cache_ttl", c.wkd.cache_ttl),
+        ("wkd.negative_ttl", c.wkd.negative_ttl),
+    ] {
+        if ttl > Duration::from_secs(30 * 86_400) && !cx.has_problem_under(key) {
+            cx.error(
+                key,
+                "is longer than 30 days: a changed or revoked key would go unnoticed that long",
+            );
+        }
+    }
+    if c.wkd.negative_ttl > c.wkd.cache_ttl
+        && !cx.has_problem_under("wkd.negative_ttl")
+        && !cx.has_problem_under("wkd.cache_ttl")
+    {
+        cx.error(
+            "wkd.negative_ttl",
+            "is longer than `wkd.cache_ttl`: a newly published key would be found later than a changed one",
         );
     }
     if c.gina.password_min_length < 8 {

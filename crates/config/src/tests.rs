@@ -928,3 +928,25 @@ fn filter_warns_about_settings_that_cannot_work() {
         l.warnings
     );
 }
+
+#[test]
+fn wkd_section() {
+    let d = Config::defaults().wkd;
+    assert!(d.enabled);
+    assert_eq!(d.cache_ttl, Duration::from_secs(86_400));
+    assert_eq!(d.negative_ttl, Duration::from_secs(3600));
+    let c = ok("[wkd]\nenabled = false\ncache_ttl = \"2d\"\nnegative_ttl = \"10m\"\n").config;
+    assert!(!c.wkd.enabled);
+    assert_eq!(c.wkd.cache_ttl, Duration::from_secs(2 * 86_400));
+    assert_eq!(c.wkd.negative_ttl, Duration::from_secs(600));
+    assert!(one_problem("[wkd]\nenabled = \"yes\"\n").contains("wkd.enabled"));
+    assert!(one_problem("[wkd]\ncache_ttl = \"forever\"\n").contains("wkd.cache_ttl"));
+    assert!(one_problem("[wkd]\ncache_ttl = \"60d\"\n").contains("30 days"));
+    assert!(one_problem("[wkd]\nnegative_ttl = \"2d\"\n").contains("wkd.cache_ttl"));
+    assert!(
+        ok("[wkd]\nttl = \"1h\"\n")
+            .warnings
+            .iter()
+            .any(|w| w.to_string().contains("ttl"))
+    );
+}

@@ -27,6 +27,7 @@ pub mod pgp;
 pub mod policy;
 pub mod smime;
 pub mod stages;
+pub mod wkd;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub use stages::{
     Autocrypt, Classify, Decide, Decrypt, Harvest, ReceivedHeader, Scan, SplitCopies, Stamp,
     StripSiegelHeaders, Verify,
 };
+pub use wkd::WkdDirectory;
 
 /// The tracing target of the one summary line per mail.
 pub const POLICY_LOG: &str = "siegel::policy";

@@ -38,9 +38,6 @@ use siegel_store::{
 };
 use siegel_types::Address;
 
-/// The setting that lists every address with an OpenPGP key (the store
-/// has no listing of the key table), for `siegel pgp list`.
-const SETTING_ADDRESSES: &str = "pgp.addresses";
 /// `not_after` of keys that never expire (9999-12-31).
 const NEVER: i64 = 253_402_300_799;
 /// Signing keys kept prepared, at most.
@@ -212,23 +209,7 @@ impl PgpKeys {
                 private_key,
             })
             .await?;
-        self.remember_address(address).await?;
         Ok(record)
-    }
-
-    async fn remember_address(&self, address: &Address) -> Result<(), PgpKeysError> {
-        let mut all: Vec<String> = self
-            .store
-            .settings()
-            .get_as(SETTING_ADDRESSES)
-            .await?
-            .unwrap_or_default();
-        if !all.iter().any(|a| a == address.as_str()) {
-            all.push(address.as_str().to_owned());
-            all.sort();
-            self.store.settings().set(SETTING_ADDRESSES, &all).await?;
-        }
-        Ok(())
     }
 
     /// Generates and stores a key for one of our users.
@@ -483,21 +464,10 @@ impl PgpKeys {
         Ok((stored, skipped))
     }
 
-    /// Every stored OpenPGP key, by address.
+    /// Every stored OpenPGP key, by address (ours, imported, harvested,
+    /// found by WKD).
     pub async fn list(&self) -> Result<Vec<KeyRecord>, PgpKeysError> {
-        let all: Vec<String> = self
-            .store
-            .settings()
-            .get_as(SETTING_ADDRESSES)
-            .await?
-            .unwrap_or_default();
-        let mut out = Vec::new();
-        for a in all {
-            if let Ok(a) = Address::parse(&a) {
-                out.extend(self.store.pgp_keys().for_address(&a).await?);
-            }
-        }
-        Ok(out)
+        Ok(self.store.pgp_keys().all().await?)
     }
 
     /// The public keys a signature of `from` is checked against: the

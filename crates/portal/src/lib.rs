@@ -21,6 +21,7 @@ mod handlers;
 mod mailview;
 mod security;
 pub mod session;
+mod wkd;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -327,6 +328,16 @@ fn routes(state: AppState) -> Router {
         .route("/theme/{name}/portal.css", get(theme_css))
         .route("/theme/{name}/logo", get(theme_logo))
         .route("/favicon.ico", get(favicon))
+        .route("/.well-known/openpgpkey/hu/{hash}", get(wkd::direct))
+        .route(
+            "/.well-known/openpgpkey/{domain}/hu/{hash}",
+            get(wkd::advanced),
+        )
+        .route("/.well-known/openpgpkey/policy", get(wkd::direct_policy))
+        .route(
+            "/.well-known/openpgpkey/{domain}/policy",
+            get(wkd::advanced_policy),
+        )
         .fallback(not_found)
         .with_state(state)
 }

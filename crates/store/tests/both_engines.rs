@@ -1006,8 +1006,13 @@ async fn keys_round_trip(engine: Engine) {
         harvested.source_kind = SourceKind::Harvested;
         harvested.not_after = 1_900_000_000;
         harvested.source_message_id = Some("<m1@example.org>".into());
+        harvested.source_detail = Some("autocrypt".into());
         repo.insert(&harvested).await.unwrap();
         assert_eq!(repo.private_key("1111222233334444").await.unwrap(), None);
+        let all = repo.all().await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].source_detail, None);
+        assert_eq!(all[1].source_detail.as_deref(), Some("autocrypt"));
         let list = repo.for_address(&addr("a@EXAMPLE.com")).await.unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(

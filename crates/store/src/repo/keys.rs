@@ -266,6 +266,19 @@ impl Keys<'_> {
         row.map(|r| from_row(self.table, r)).transpose()
     }
 
+    /// Every stored certificate/key, by address (for listings; the tables
+    /// hold correspondents' keys, thousands, not millions).
+    pub async fn all(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} ORDER BY address, id",
+            self.table.table()
+        );
+        let rows: Vec<Row> = dispatch!(self.store, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await?
+        });
+        rows.into_iter().map(|r| from_row(self.table, r)).collect()
+    }
+
     /// All certificates/keys for an address, newest validity first.
     pub async fn for_address(&self, address: &Address) -> Result<Vec<KeyRecord>, StoreError> {
         let sql = format!(
