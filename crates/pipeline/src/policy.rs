@@ -150,16 +150,12 @@ impl KeyDirectory for StoreDirectory {
             Ok(found
                 .into_iter()
                 .map(|f| RecipientKeys {
-                    // Every GINA account starts with `gina` stored as its
-                    // method, so a stored `gina` cannot be told apart from
-                    // a choice; taken as one, it would keep a recipient on
-                    // GINA after we learnt their key. A GINA preference is
-                    // what happens anyway when no key is known, so only a
-                    // choice of S/MIME or OpenPGP counts.
-                    preference: f.preferred_method.and_then(|m| match m {
-                        PreferredMethod::Gina => None,
-                        PreferredMethod::Smime => Some(Preference::Smime),
-                        PreferredMethod::Pgp => Some(Preference::Pgp),
+                    // Only a method the recipient chose counts (the store
+                    // leaves out the `gina` every account starts with).
+                    preference: f.preferred_method.map(|m| match m {
+                        PreferredMethod::Gina => Preference::Gina,
+                        PreferredMethod::Smime => Preference::Smime,
+                        PreferredMethod::Pgp => Preference::Pgp,
                     }),
                     smime: best_key(&f.certificates, now),
                     pgp: best_key(&f.pgp_keys, now),

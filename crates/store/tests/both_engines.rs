@@ -2111,6 +2111,19 @@ async fn recipient_lookup_matches_the_single_lookups(engine: Engine) {
     let c = &got[1];
     assert!(c.certificates.is_empty() && c.pgp_keys.is_empty());
     assert_eq!(c.preferred_method, None);
+    // An account's initial `gina` is no choice; set in the portal, it is.
+    s.gina()
+        .insert(&gina_account("c@partner.example"))
+        .await
+        .unwrap();
+    let got_c = s.recipient_lookup(&rcpts[1..2]).await.unwrap();
+    assert_eq!(got_c[0].preferred_method, None);
+    s.gina()
+        .set_preferred_method(&addr("c@partner.example"), PreferredMethod::Gina)
+        .await
+        .unwrap();
+    let got_c = s.recipient_lookup(&rcpts[1..2]).await.unwrap();
+    assert_eq!(got_c[0].preferred_method, Some(PreferredMethod::Gina));
     assert_eq!(c.domain_pgp.as_deref(), Some("DDDD000000000002"));
     assert_eq!(got[2], RecipientLookup::default());
     // Many recipients (more than one statement's worth) keep their order.

@@ -5,3 +5,8 @@
 -- Keep in step with the other engine's 0003_key_sources.sql.
 ALTER TABLE pgp_keys ADD COLUMN source_detail TEXT;
 ALTER TABLE certificates ADD COLUMN source_detail TEXT;
+
+-- Every GINA account starts with preferred_method 'gina'; only a method
+-- the recipient set in the portal is a choice that outranks the keys we
+-- know of them (the hierarchy's first rule).
+ALTER TABLE gina_accounts ADD COLUMN method_chosen BOOLEAN NOT NULL DEFAULT FALSE;

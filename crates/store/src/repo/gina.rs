@@ -365,14 +365,17 @@ impl Gina<'_> {
         ))
     }
 
-    /// Sets the preferred method.
+    /// Sets the preferred method: the recipient's own choice (in the
+    /// portal), which from now on outranks the keys we know of them.
     pub async fn set_preferred_method(
         &self,
         address: &Address,
         method: PreferredMethod,
     ) -> Result<(), StoreError> {
         let n = dispatch!(self.store, p => {
-            sqlx::query("UPDATE gina_accounts SET preferred_method = $2 WHERE address = $1")
+            sqlx::query(
+                "UPDATE gina_accounts SET preferred_method = $2, method_chosen = TRUE WHERE address = $1",
+            )
                 .bind(address.as_str())
                 .bind(method.as_str())
                 .execute(p)

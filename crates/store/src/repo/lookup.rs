@@ -104,10 +104,10 @@ impl Store {
                         "dp" if by_domain && slot.domain_pgp.is_none() => {
                             slot.domain_pgp = fingerprint.clone();
                         }
+                        // NULL: an account whose method was never chosen.
                         "g" if by_address => {
-                            slot.preferred_method = Some(PreferredMethod::from_stored(
-                                pref.clone().unwrap_or_default(),
-                            )?);
+                            slot.preferred_method =
+                                pref.clone().map(PreferredMethod::from_stored).transpose()?;
                         }
                         _ => {}
                     }
@@ -148,7 +148,8 @@ impl Store {
                     CAST(NULL AS TEXT), CAST(NULL AS TEXT), id \
                FROM domain_keys WHERE domain IN ({d}) \
              UNION ALL \
-             SELECT 'g', address, CAST(NULL AS TEXT), 0, 0, FALSE, CAST(NULL AS TEXT), preferred_method, id \
+             SELECT 'g', address, CAST(NULL AS TEXT), 0, 0, FALSE, CAST(NULL AS TEXT), \
+                    CASE WHEN method_chosen OR preferred_method <> 'gina' THEN preferred_method END, id \
                FROM gina_accounts WHERE address IN ({a}) \
              ORDER BY 1, 2, 5 DESC, 9 DESC"
         );
