@@ -125,6 +125,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let gpg_rate = gpg_best;
         println!("{name}: siegel sign+encrypt 10 KB: {ours:.0} mails/s");
         println!("{name}: raw detached signature (incl. MIME wrap): {raw:.0} sigs/s");
+        if std::env::var("BENCH_PARTS").is_ok() {
+            let check = rate(budget, || assert!(pgp.check_encryption(&b).is_ok()));
+            println!("{name}: check_encryption of the recipient: {check:.0}/s");
+            let bytes = rate(budget, || {
+                assert!(pgp.sign_encrypt_bytes(&m, Some(&key), &[&b]).is_ok())
+            });
+            println!("{name}: sign_encrypt_bytes (no MIME): {bytes:.0}/s");
+            let enc = rate(budget, || {
+                assert!(pgp.sign_encrypt_bytes(&m, None, &[&b]).is_ok())
+            });
+            println!("{name}: encrypt only (no MIME): {enc:.0}/s");
+            let small = rate(budget, || {
+                assert!(pgp.sign_encrypt_bytes(b"x", None, &[&b]).is_ok())
+            });
+            println!("{name}: encrypt only, 1 byte: {small:.0}/s");
+        }
         match gpg_rate {
             Some(g) => {
                 println!("{name}: gpg --encrypt --sign per mail: {g:.1} mails/s");
