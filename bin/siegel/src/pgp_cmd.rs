@@ -11,9 +11,9 @@ use siegel_config::{Config, PgpKeyType};
 use siegel_openpgp::KeyAlgorithm;
 use siegel_pipeline::pgp::{PgpKeys, PgpSettings};
 use siegel_store::Store;
-use siegel_types::Address;
 
 use crate::cli::{DomainKeyAction, PgpAction};
+use crate::pki_cmd::{address, now, runtime};
 
 /// The `[openpgp]` settings in the form the mail path needs them.
 pub fn settings(config: &Config) -> PgpSettings {
@@ -31,20 +31,6 @@ pub fn settings(config: &Config) -> PgpSettings {
 /// The OpenPGP keys over `store`.
 pub fn keys(config: &Config, store: &Store) -> Arc<PgpKeys> {
     Arc::new(PgpKeys::new(store.clone(), settings(config)))
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
-fn now() -> i64 {
-    siegel_store::unix_now()
-}
-
-fn address(text: &str) -> anyhow::Result<Address> {
-    Address::parse(text).map_err(|e| anyhow::anyhow!("{text:?}: {e}"))
 }
 
 pub fn pgp(config: &Config, action: PgpAction) -> anyhow::Result<ExitCode> {

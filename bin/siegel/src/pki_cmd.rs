@@ -86,17 +86,18 @@ pub async fn open(config: &Config) -> anyhow::Result<(Store, Mpki)> {
     Ok((store, mpki))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// A runtime for one command (the store is async).
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     siegel_store::unix_now()
 }
 
-fn address(text: &str) -> anyhow::Result<Address> {
+pub(crate) fn address(text: &str) -> anyhow::Result<Address> {
     Address::parse(text).map_err(|e| anyhow::anyhow!("{text:?} is not a mail address: {e}"))
 }
 
