@@ -22,7 +22,8 @@
 //! validly signed by the key we know; otherwise it is stored as an
 //! unconfirmed change (`source_detail` ends in `-unconfirmed`, marked as
 //! superseded by the known key so the hierarchy never uses it), logged,
-//! and shown by `siegel pgp list`, until an administrator imports it.
+//! and shown by `siegel pgp list`, until an administrator imports it
+//! (`siegel pgp import` of that key takes it into use).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -456,12 +457,45 @@ impl PgpKeys {
             {
                 Ok(r) => stored.push(r),
                 Err(PgpKeysError::Store(StoreError::Duplicate { .. })) => {
-                    skipped.push(format!("{} ({address}): already stored", key.fingerprint));
+                    match self.confirm_change(&key.fingerprint).await? {
+                        Some(r) => stored.push(r),
+                        None => {
+                            skipped.push(format!("{} ({address}): already stored", key.fingerprint))
+                        }
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
         Ok((stored, skipped))
+    }
+
+    /// An administrator imports a key that was parked as an unconfirmed
+    /// change: it is taken into use and the key it was parked behind is
+    /// superseded by it. `None`: the stored key was no parked change.
+    async fn confirm_change(&self, fingerprint: &str) -> Result<Option<KeyRecord>, PgpKeysError> {
+        let keys = self.store.pgp_keys();
+        let Some(parked) = keys.by_fingerprint(fingerprint).await? else {
+            return Ok(None);
+        };
+        let unconfirmed = parked
+            .source_detail
+            .as_deref()
+            .is_some_and(|d| d.ends_with("-unconfirmed"));
+        if !unconfirmed {
+            return Ok(None);
+        }
+        keys.reinstate(&parked.fingerprint, "confirmed by admin")
+            .await?;
+        if let Some(known) = &parked.superseded_by
+            && let Some(old) = keys.by_fingerprint(known).await?
+            && old.superseded_by.is_none()
+        {
+            keys.supersede(&old.fingerprint, &parked.fingerprint)
+                .await?;
+        }
+        tracing::info!(target: "siegel::pgp", address = %parked.address, fingerprint = %parked.fingerprint, "changed OpenPGP key confirmed by an administrator");
+        Ok(keys.by_fingerprint(&parked.fingerprint).await?)
     }
 
     /// Every stored OpenPGP key, by address (ours, imported, harvested,

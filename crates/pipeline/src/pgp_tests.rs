@@ -453,7 +453,37 @@ async fn an_autocrypt_key_makes_the_next_confidential_mail_go_openpgp_and_a_chan
         Some(bob.fingerprint().to_hex().as_str())
     );
 
-    // A change signed by the known key is taken over.
+    // The administrator confirms the change by importing the key.
+    let (stored, _) = w.keys.import(&public(&mallory), now).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].source_detail.as_deref(),
+        Some("confirmed by admin")
+    );
+    let used = w
+        .keys
+        .recipient_cert(&bob_addr, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        used.fingerprint(),
+        mallory.fingerprint(),
+        "confirmed: in use"
+    );
+    let old = w
+        .store
+        .pgp_keys()
+        .by_fingerprint(&bob.fingerprint().to_hex())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        old.superseded_by.as_deref(),
+        Some(mallory.fingerprint().to_hex().as_str())
+    );
+
+    // A change signed by the key in use is taken over.
     let newer = correspondent("bob@partner.example");
     let key = pgp.describe(newer.clone());
     let outcome = w
@@ -465,7 +495,7 @@ async fn an_autocrypt_key_makes_the_next_confidential_mail_go_openpgp_and_a_chan
                 addr: bob_addr.clone(),
             },
             "<b2@partner.example>",
-            Some(&bob.fingerprint().to_hex()),
+            Some(&mallory.fingerprint().to_hex()),
             now,
         )
         .await

@@ -1013,6 +1013,24 @@ async fn keys_round_trip(engine: Engine) {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].source_detail, None);
         assert_eq!(all[1].source_detail.as_deref(), Some("autocrypt"));
+        // Parked behind another key, then put back in use.
+        repo.supersede("1111222233334444", "ABCDEF0123456789")
+            .await
+            .unwrap();
+        repo.reinstate("1111222233334444", "confirmed")
+            .await
+            .unwrap();
+        let back = repo
+            .by_fingerprint("1111222233334444")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.superseded_by, None);
+        assert_eq!(back.source_detail.as_deref(), Some("confirmed"));
+        assert!(matches!(
+            repo.reinstate("9999999999999999", "x").await.unwrap_err(),
+            StoreError::NotFound { .. }
+        ));
         let list = repo.for_address(&addr("a@EXAMPLE.com")).await.unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(

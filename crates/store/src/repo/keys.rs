@@ -368,4 +368,29 @@ impl Keys<'_> {
         }
         Ok(())
     }
+
+    /// Puts a superseded key back in use, with a new `source_detail`
+    /// (an administrator confirming a key change that was parked).
+    pub async fn reinstate(&self, fingerprint: &str, detail: &str) -> Result<(), StoreError> {
+        let fingerprint = normalise_fingerprint(fingerprint)?;
+        check_text("source_detail", detail, 256)?;
+        let table = self.table.table();
+        let sql = format!(
+            "UPDATE {table} SET superseded_by = NULL, source_detail = $2 WHERE fingerprint = $1"
+        );
+        let n = dispatch!(self.store, p => {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(fingerprint)
+                .bind(detail)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: self.table.what(),
+            });
+        }
+        Ok(())
+    }
 }
