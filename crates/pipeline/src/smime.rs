@@ -53,6 +53,9 @@ pub const CA_DOMAIN: &str = "siegel-ca.invalid";
 pub const MAX_SMIME_CONTENT: usize = 64 * 1024 * 1024;
 
 const SETTING_ADDRESSES: &str = "mpki.addresses";
+/// Capability tokens stored with a harvested certificate.
+const CAP_GCM: &str = "aes256-gcm";
+const CAP_CBC: &str = "aes256-cbc";
 const SETTING_CRL: &str = "mpki.crl";
 
 /// Why an mPKI operation failed.
@@ -153,10 +156,36 @@ impl SmimeMethod {
             .await
             .map_err(temporary)?;
         let input = signed.as_deref().unwrap_or(input);
-        smime::encrypt(input, &certs, self.mpki.settings.cipher).map_err(|e| MethodError::Failed {
+        let cipher = self.cipher_for(&certs).await.map_err(temporary)?;
+        smime::encrypt(input, &certs, cipher).map_err(|e| MethodError::Failed {
             kind,
             reason: e.to_string(),
         })
+    }
+}
+
+impl SmimeMethod {
+    /// The configured cipher, or AES-256-GCM when every certificate's
+    /// owner announced (in the SMIMECapabilities of a verified signature)
+    /// that their client reads it: authenticated encryption wherever it is
+    /// known to work, CBC for everyone else.
+    async fn cipher_for(&self, certs: &[X509]) -> Result<ContentCipher, MpkiError> {
+        let configured = self.mpki.settings.cipher;
+        if configured == ContentCipher::Aes256Gcm || self.kind != MethodKind::Smime {
+            return Ok(configured);
+        }
+        for c in certs {
+            let caps = self
+                .mpki
+                .store
+                .certificates()
+                .capabilities(&fingerprint(c)?)
+                .await?;
+            if !caps.is_some_and(|c| c.split(',').any(|t| t.trim() == CAP_GCM)) {
+                return Ok(configured);
+            }
+        }
+        Ok(ContentCipher::Aes256Gcm)
     }
 }
 
@@ -1021,19 +1050,27 @@ impl Mpki {
     }
 
     /// Keeps the certificate of a valid signature for its address; a newer
-    /// one supersedes the older harvested ones.
+    /// one supersedes the older harvested ones. `gcm`: the signature
+    /// announced that the signer's client reads AES-256-GCM (recorded with
+    /// the certificate, the latest announcement wins).
     pub async fn harvest(
         &self,
         address: &Address,
         cert: &X509,
         message_id: &str,
+        gcm: bool,
     ) -> Result<(), MpkiError> {
         if self.is_internal(address) {
             return Ok(());
         }
         let fp = fingerprint(cert)?;
+        let announced = if gcm { CAP_GCM } else { CAP_CBC };
         let existing = self.store.certificates().for_address(address).await?;
         if existing.iter().any(|k| k.fingerprint == fp) {
+            self.store
+                .certificates()
+                .set_capabilities(&fp, announced)
+                .await?;
             return Ok(());
         }
         let new = self
@@ -1055,7 +1092,11 @@ impl Mpki {
                 .supersede(&old.fingerprint, &new.fingerprint)
                 .await?;
         }
-        tracing::info!(target: "siegel::mpki", %address, fingerprint = %fp, "harvested certificate");
+        self.store
+            .certificates()
+            .set_capabilities(&fp, announced)
+            .await?;
+        tracing::info!(target: "siegel::mpki", %address, fingerprint = %fp, gcm, "harvested certificate");
         Ok(())
     }
 }

@@ -746,3 +746,53 @@ async fn a_correspondent_revoked_by_their_ca_is_found_through_the_fetched_crl() 
     .await;
     assert!(out.starts_with(b"X-Siegel-Signature: valid; signer=bob@partner.example\r\n"));
 }
+
+/// A correspondent whose signature announced AES-256-GCM (our own
+/// SignedData puts it first in SMIMECapabilities) gets AuthEnvelopedData;
+/// one whose certificate was only imported, announcing nothing, gets the
+/// configured AES-256-CBC.
+#[tokio::test]
+async fn a_harvested_gcm_announcement_makes_the_next_copy_auth_enveloped() {
+    let w = world(true).await;
+    add_user(&w.store, "alice@example.com", LicenceState::Licensed).await;
+    let outbound = || {
+        envelope(
+            Direction::Outbound,
+            "alice@example.com",
+            &["bob@partner.example"],
+        )
+    };
+    let mail = MAIL.replace("carol@partner.test", "bob@partner.example");
+    w.mpki
+        .import_certificates(&w.partner.bob.certificate.to_pem().unwrap())
+        .await
+        .unwrap();
+    let out = run(&w, outbound(), mail.as_bytes()).await;
+    assert!(contains(&out, "smime-type=enveloped-data"), "imported: CBC");
+
+    let env = envelope(
+        Direction::Inbound,
+        "bob@partner.example",
+        &["alice@example.com"],
+    );
+    let stamped = run(&w, env, &bob_signed(&w, "with capabilities")).await;
+    assert!(stamped.starts_with(b"X-Siegel-Signature: valid; signer=bob@partner.example\r\n"));
+    let fp = smime::fingerprint(&w.partner.bob.certificate).unwrap();
+    assert_eq!(
+        w.store
+            .certificates()
+            .capabilities(&fp)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("aes256-gcm")
+    );
+    let out = run(&w, outbound(), mail.as_bytes()).await;
+    assert!(
+        contains(&out, "smime-type=authEnveloped-data"),
+        "{}",
+        String::from_utf8_lossy(&out[..400.min(out.len())])
+    );
+    let plain = cms::decrypt(&out, &w.partner.bob.certificate, &w.partner.bob.key).unwrap();
+    assert!(cms::verify(&plain, &our_trust(&w), SystemTime::now()).is_valid());
+}

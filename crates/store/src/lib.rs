@@ -137,6 +137,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "key_sources",
         include_str!("../migrations/sqlite/0003_key_sources.sql"),
     ),
+    (
+        4,
+        "capabilities",
+        include_str!("../migrations/sqlite/0004_capabilities.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -154,10 +159,15 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "key_sources",
         include_str!("../migrations/postgres/0003_key_sources.sql"),
     ),
+    (
+        4,
+        "capabilities",
+        include_str!("../migrations/postgres/0004_capabilities.sql"),
+    ),
 ];
 
 /// The schema version this program creates and expects.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(

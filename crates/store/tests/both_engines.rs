@@ -1031,6 +1031,24 @@ async fn keys_round_trip(engine: Engine) {
             repo.reinstate("9999999999999999", "x").await.unwrap_err(),
             StoreError::NotFound { .. }
         ));
+        // What the owner announced they can decrypt.
+        assert_eq!(repo.capabilities("1111222233334444").await.unwrap(), None);
+        repo.set_capabilities("1111222233334444", "aes256-gcm")
+            .await
+            .unwrap();
+        assert_eq!(
+            repo.capabilities("1111222233334444")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("aes256-gcm")
+        );
+        assert!(matches!(
+            repo.set_capabilities("9999999999999999", "x")
+                .await
+                .unwrap_err(),
+            StoreError::NotFound { .. }
+        ));
         let list = repo.for_address(&addr("a@EXAMPLE.com")).await.unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(

@@ -80,15 +80,11 @@ impl Harvest {
             .unwrap_or_else(|| "<unknown>".to_owned());
         for v in std::mem::take(&mut ctx.findings.vouched) {
             match v {
-                Vouched::SmimeCertificate {
-                    address,
-                    der,
-                    gcm: _,
-                } => {
+                Vouched::SmimeCertificate { address, der, gcm } => {
                     let Ok(cert) = X509::from_der(&der) else {
                         continue;
                     };
-                    if let Err(error) = mpki.harvest(&address, &cert, &mid).await {
+                    if let Err(error) = mpki.harvest(&address, &cert, &mid, gcm).await {
                         tracing::warn!(target: "siegel::mpki", %address, %error, "cannot harvest the certificate");
                     }
                 }

@@ -369,6 +369,52 @@ impl Keys<'_> {
         Ok(())
     }
 
+    /// What the key's owner announced they can decrypt (our tokens,
+    /// comma-separated, e.g. `aes256-gcm`); `None`: nothing announced.
+    pub async fn capabilities(&self, fingerprint: &str) -> Result<Option<String>, StoreError> {
+        let fingerprint = normalise_fingerprint(fingerprint)?;
+        let sql = format!(
+            "SELECT capabilities FROM {} WHERE fingerprint = $1",
+            self.table.table()
+        );
+        let row: Option<(Option<String>,)> = dispatch!(self.store, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(fingerprint)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.and_then(|r| r.0))
+    }
+
+    /// Records what the key's owner announced (the latest verified
+    /// signature's announcement replaces an older one).
+    pub async fn set_capabilities(
+        &self,
+        fingerprint: &str,
+        capabilities: &str,
+    ) -> Result<(), StoreError> {
+        let fingerprint = normalise_fingerprint(fingerprint)?;
+        check_text("capabilities", capabilities, 512)?;
+        let sql = format!(
+            "UPDATE {} SET capabilities = $2 WHERE fingerprint = $1",
+            self.table.table()
+        );
+        let n = dispatch!(self.store, p => {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(fingerprint)
+                .bind(capabilities)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: self.table.what(),
+            });
+        }
+        Ok(())
+    }
+
     /// Puts a superseded key back in use, with a new `source_detail`
     /// (an administrator confirming a key change that was parked).
     pub async fn reinstate(&self, fingerprint: &str, detail: &str) -> Result<(), StoreError> {
