@@ -621,3 +621,39 @@ async fn the_inbound_path_runs_its_stages_in_the_product_order() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_smime_signed_mail_quoting_an_openpgp_block_is_judged_by_its_smime_signature() {
+    let w = world(PolicySettings::default()).await;
+    let bob = Address::parse("bob@partner.example").unwrap();
+    // Bob's certificate from a CA we trust (ours, for the test).
+    let issued = w
+        .mpki
+        .ca()
+        .issue_user(&siegel_crypto::pki::UserParams {
+            address: &bob,
+            name: None,
+            key: KeyKind::EcP256,
+            not_before: now() as i64 - 60,
+            validity_days: 30,
+            crl_url: "http://partner.example/crl",
+        })
+        .unwrap();
+    let signer =
+        siegel_crypto::smime::Signer::new(issued.certificate.clone(), issued.key.clone(), &[])
+            .unwrap();
+    let mail = "From: bob@partner.example\r\nTo: alice@example.com\r\nSubject: quoted\r\nContent-Type: text/plain\r\n\r\nYou wrote:\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nold text\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\nAAAA\r\n-----END PGP SIGNATURE-----\r\nand:\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA0garbage\r\n-----END PGP MESSAGE-----\r\n";
+    let signed = siegel_crypto::smime::sign(mail.as_bytes(), &signer).unwrap();
+    let env = envelope(
+        Direction::Inbound,
+        "bob@partner.example",
+        &["alice@example.com"],
+    );
+    let out = run(&w, env, &signed).await;
+    assert!(
+        out.starts_with(b"X-Siegel-Signature: valid; signer=bob@partner.example\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out[..200.min(out.len())])
+    );
+    assert!(!contains(&out, "X-Siegel-Encryption"), "quoted, not opened");
+}

@@ -91,7 +91,9 @@ fn may_be_inline(ctx: &MessageCtx<'_>) -> bool {
 /// signature verdict found inside for the verify stage.
 async fn decrypt_pgp(keys: &PgpKeys, ctx: &mut MessageCtx<'_>) -> Verdict {
     let announced = pgp::is_pgp_mime_encrypted(ctx.content.header());
-    if !announced && !may_be_inline(ctx) {
+    // Inside an S/MIME-signed mail, an armoured block is quoted text: opening
+    // it would break the S/MIME signature the verify stage checks.
+    if !announced && (smime::is_smime(ctx.content.header()) || !may_be_inline(ctx)) {
         return Verdict::Continue;
     }
     let whole = match ctx.content.whole().await {

@@ -122,6 +122,11 @@ fn pgp_reason(reason: &InvalidReason) -> &'static str {
 async fn verify_pgp(keys: &PgpKeys, ctx: &mut MessageCtx<'_>) -> Verdict {
     let header = ctx.content.header();
     let announced = pgp::is_pgp_mime_signed(header);
+    // An S/MIME mail is judged by its S/MIME signature, even when its text
+    // quotes an armoured OpenPGP block.
+    if ctx.findings.pgp_signature.is_none() && !announced && smime::is_smime(header) {
+        return Verdict::Continue;
+    }
     if ctx.findings.pgp_signature.is_none() && !announced {
         let ct = smime::header_value(header, "content-type")
             .unwrap_or_default()
