@@ -657,3 +657,39 @@ async fn an_smime_signed_mail_quoting_an_openpgp_block_is_judged_by_its_smime_si
     );
     assert!(!contains(&out, "X-Siegel-Encryption"), "quoted, not opened");
 }
+
+#[tokio::test]
+async fn quoted_armour_in_plain_mail_is_text_but_a_message_for_someone_else_is_said() {
+    let w = world(PolicySettings::default()).await;
+    let inbound = || {
+        envelope(
+            Direction::Inbound,
+            "bob@partner.example",
+            &["alice@example.com"],
+        )
+    };
+    let head = "From: bob@partner.example\r\nTo: alice@example.com\r\nSubject: q\r\nContent-Type: text/plain\r\n\r\n";
+    let garbled = format!(
+        "{head}You wrote:\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nnot really\r\n-----END PGP MESSAGE-----\r\n"
+    );
+    let out = run(&w, inbound(), garbled.as_bytes()).await;
+    assert!(
+        !contains(&out, "X-Siegel-Encryption"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(contains(&out, "not really"));
+
+    let stranger = correspondent("zed@elsewhere.test");
+    let pgp = Pgp::new();
+    let armoured = pgp
+        .sign_encrypt_bytes(b"secret", None, &[&stranger])
+        .unwrap();
+    let other = format!("{head}{}", String::from_utf8(armoured).unwrap());
+    let out = run(&w, inbound(), other.as_bytes()).await;
+    assert!(
+        out.starts_with(b"X-Siegel-Encryption: failed; reason=no-key\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}

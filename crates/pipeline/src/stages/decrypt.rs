@@ -145,8 +145,11 @@ async fn decrypt_pgp(keys: &PgpKeys, ctx: &mut MessageCtx<'_>) -> Verdict {
             ctx.content.replace(opened.message);
             ctx.findings.encryption = Some(EncryptionFinding::Decrypted { how });
         }
-        // An armour marker in a text that holds no OpenPGP message after all.
+        // An armour marker in a text that holds no OpenPGP message after all,
+        // or armour-like text that is no OpenPGP data (quoted, garbled): a
+        // plain mail, not a broken encrypted one.
         Ok(Ok(_)) => return Verdict::Continue,
+        Ok(Err("malformed")) if !announced => return Verdict::Continue,
         Ok(Err(reason)) => {
             tracing::info!(target: "siegel::pgp", queue_id = %ctx.envelope.id, reason, "cannot decrypt the OpenPGP mail");
             ctx.findings.encryption = Some(EncryptionFinding::Failed { reason });
