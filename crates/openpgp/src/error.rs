@@ -64,8 +64,11 @@ pub enum PgpError {
     /// Building the OpenPGP message (signing/encrypting) failed.
     #[error("cannot create the OpenPGP message: {0}")]
     Compose(String),
-    /// The message could not be decrypted (no matching secret key, corrupt
-    /// packets, unknown algorithm, integrity failure).
+    /// None of the given secret keys is a recipient of the message.
+    #[error("cannot decrypt: no secret key for any recipient of the message")]
+    NoSecretKey,
+    /// The message could not be decrypted (corrupt packets, unknown
+    /// algorithm, integrity failure).
     #[error("cannot decrypt: {0}")]
     Decrypt(String),
     /// The signature packet itself cannot be parsed (not a verdict on

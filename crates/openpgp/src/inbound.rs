@@ -360,7 +360,10 @@ impl Pgp {
             .map_err(|e| PgpError::Decrypt(chain(&e)))?
             .buffer_size(limit.min(openpgp::parse::stream::DEFAULT_BUFFER_SIZE))
             .with_policy(&self.policy, self.now(), helper)
-            .map_err(|e| PgpError::Decrypt(chain(&e)))?;
+            .map_err(|e| match e.downcast_ref::<openpgp::Error>() {
+                Some(openpgp::Error::MissingSessionKey(_)) => PgpError::NoSecretKey,
+                _ => PgpError::Decrypt(chain(&e)),
+            })?;
         let mut plaintext = Vec::new();
         (&mut d)
             .take(limit as u64 + 1)

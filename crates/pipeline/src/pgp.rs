@@ -705,9 +705,7 @@ impl PgpKeys {
 pub fn failure_token(e: &PgpError) -> &'static str {
     match e {
         PgpError::InputTooLarge { .. } | PgpError::PlaintextTooLarge { .. } => "too-large",
-        PgpError::Decrypt(m) if m.contains("no secret key") || m.contains("session key") => {
-            "no-key"
-        }
+        PgpError::NoSecretKey => "no-key",
         _ => "malformed",
     }
 }

@@ -1067,10 +1067,12 @@ impl Mpki {
         let announced = if gcm { CAP_GCM } else { CAP_CBC };
         let existing = self.store.certificates().for_address(address).await?;
         if existing.iter().any(|k| k.fingerprint == fp) {
-            self.store
-                .certificates()
-                .set_capabilities(&fp, announced)
-                .await?;
+            // Read before write: most signed mail repeats what was announced,
+            // and a write costs a store commit.
+            let certs = self.store.certificates();
+            if certs.capabilities(&fp).await?.as_deref() != Some(announced) {
+                certs.set_capabilities(&fp, announced).await?;
+            }
             return Ok(());
         }
         let new = self
