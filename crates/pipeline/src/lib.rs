@@ -307,7 +307,7 @@ impl Pipeline {
         id: &QueueId,
         now: u64,
     ) -> Result<Verdict, PipelineError> {
-        let entry = spool.load(id)?;
+        let entry = spool.fetch(id).await?;
         if entry.state.stage != EntryStage::Received {
             return Err(PipelineError::NotReceived {
                 id: id.clone(),

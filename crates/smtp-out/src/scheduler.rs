@@ -295,17 +295,11 @@ pub(crate) enum Outcome {
 }
 
 async fn deliver(ctx: Arc<Ctx>, id: QueueId, force: bool) -> Next {
-    let spool = ctx.spool.clone();
-    let load_id = id.clone();
-    let entry = match tokio::task::spawn_blocking(move || spool.load(&load_id)).await {
-        Ok(Ok(entry)) => entry,
-        Ok(Err(SpoolError::NotFound(_) | SpoolError::Corrupt { .. })) => return Next::Finished,
-        Ok(Err(error)) => {
-            tracing::error!(target: LOG, queue_id = %id, %error, "cannot load entry");
-            return Next::Later(unix_now() + SPOOL_RETRY);
-        }
+    let entry = match ctx.spool.fetch(&id).await {
+        Ok(entry) => entry,
+        Err(SpoolError::NotFound(_) | SpoolError::Corrupt { .. }) => return Next::Finished,
         Err(error) => {
-            tracing::error!(target: LOG, queue_id = %id, %error, "spool load task failed");
+            tracing::error!(target: LOG, queue_id = %id, %error, "cannot load entry");
             return Next::Later(unix_now() + SPOOL_RETRY);
         }
     };

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use siegel_types::{Envelope, QueueId};
 
 use crate::format::footer;
-use crate::{Spool, SpoolError, blocking, now_unix};
+use crate::{EntryState, Spool, SpoolError, blocking, now_unix};
 
 /// Content is written to disk in pieces of this size, so memory per session
 /// stays flat whatever the mail size.
@@ -103,7 +103,7 @@ impl Incoming {
     /// recipient Pending) is implied by the absence of a state file, which
     /// saves a second file and fsync per mail.
     pub async fn commit(self, envelope: Envelope) -> Result<QueueId, SpoolError> {
-        self.commit_inner(envelope, true).await
+        self.commit_inner(envelope, true, None).await
     }
 
     /// Commits durably, like [`Incoming::commit`], but does not hand the
@@ -112,19 +112,27 @@ impl Incoming {
     /// [`Spool::remove`]s it. A crash in between leaves a committed mail
     /// that the pipeline's recovery scan finds: at least once, never lost.
     pub async fn commit_unannounced(self, envelope: Envelope) -> Result<QueueId, SpoolError> {
-        self.commit_inner(envelope, false).await
+        self.commit_inner(envelope, false, None).await
     }
 
     /// Commits without telling the pipeline: for [`Spool::derive`], whose
-    /// entries are past the pipeline already.
-    pub(crate) async fn commit_quietly(self, envelope: Envelope) -> Result<QueueId, SpoolError> {
-        self.commit_inner(envelope, false).await
+    /// entries are past the pipeline already. `state` is the one `derive`
+    /// wrote for it.
+    pub(crate) async fn commit_quietly(
+        self,
+        envelope: Envelope,
+        state: EntryState,
+    ) -> Result<QueueId, SpoolError> {
+        self.commit_inner(envelope, false, Some(state)).await
     }
 
+    /// `state`: the entry's state file, already written; `None`: none (the
+    /// implied initial state).
     async fn commit_inner(
         mut self,
         mut envelope: Envelope,
         announce: bool,
+        state: Option<EntryState>,
     ) -> Result<QueueId, SpoolError> {
         envelope.id = self.id.clone();
         envelope.size = self.size;
@@ -168,6 +176,7 @@ impl Incoming {
             return Err(e);
         }
         self.spool.entry_added();
+        self.spool.remember(envelope, content_len, state);
         if announce {
             let _ = self.spool.inner.received_tx.send(self.id.clone());
         }

@@ -18,6 +18,7 @@ mod content;
 mod control;
 mod format;
 mod incoming;
+mod memo;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -180,6 +181,8 @@ pub(crate) struct Inner {
     control_tx: UnboundedSender<Control>,
     /// The lock file while this instance serves the spool.
     lock: Mutex<Option<File>>,
+    /// Entries in flight, known without reading their files back.
+    memo: memo::Memo,
 }
 
 /// Start of the note of an entry released from `Held` by an administrator;
@@ -351,6 +354,7 @@ impl Spool {
                 control_tx,
                 control_rx: Mutex::new(Some(control_rx)),
                 lock: Mutex::new(None),
+                memo: memo::Memo::default(),
             }),
         })
     }
@@ -473,7 +477,7 @@ impl Spool {
         let id = incoming.id().clone();
         self.write_state_file(&id, &state, Durability::Synced)
             .await?;
-        let id = incoming.commit_quietly(envelope).await?;
+        let id = incoming.commit_quietly(envelope, state.clone()).await?;
         if state.stage == Stage::Ready {
             let _ = self.inner.ready_tx.send(id.clone());
         }
@@ -498,6 +502,9 @@ impl Spool {
 
     /// One committed entry.
     pub fn load(&self, id: &QueueId) -> Result<Entry, SpoolError> {
+        if let Some(entry) = self.inner.memo.entry(id) {
+            return Ok(entry);
+        }
         let path = self.data_path(id);
         let mut file = match File::open(&path) {
             Ok(f) => f,
@@ -512,6 +519,16 @@ impl Spool {
         };
         let state = self.read_state(id, &envelope)?;
         Ok(Entry { envelope, state })
+    }
+
+    /// [`Spool::load`] for async callers: an entry in flight comes from
+    /// memory, any other is read on a blocking thread.
+    pub async fn fetch(&self, id: &QueueId) -> Result<Entry, SpoolError> {
+        if let Some(entry) = self.inner.memo.entry(id) {
+            return Ok(entry);
+        }
+        let (this, id) = (self.clone(), id.clone());
+        blocking(move || this.load(&id)).await?
     }
 
     /// Reads the envelope; a damaged file is quarantined before the error returns.
@@ -540,6 +557,7 @@ impl Spool {
     /// Moves a damaged entry to `corrupt/` so it stays for inspection but
     /// out of the queue.
     fn quarantine(&self, id: &QueueId, reason: &str) {
+        self.inner.memo.forget(id);
         let moved = std::fs::rename(self.data_path(id), self.inner.corrupt.join(id.as_str()));
         let _ = std::fs::rename(
             self.state_path(id),
@@ -584,11 +602,35 @@ impl Spool {
 
     /// Replaces the entry's state durably (temp file, fsync, rename,
     /// group-committed fsync of `state/`).
+    ///
+    /// The file is then the truth, and the entry is no longer remembered
+    /// in memory: a deferred or held mail is read from disk when its turn
+    /// comes, so memory does not grow with the queue.
     pub async fn save_state(&self, id: &QueueId, state: &EntryState) -> Result<(), SpoolError> {
+        if !self.exists(id) {
+            return Err(SpoolError::NotFound(id.clone()));
+        }
+        self.write_state_file(id, state, Durability::Synced).await?;
+        self.inner.memo.forget(id);
+        Ok(())
+    }
+
+    /// Whether the entry is committed and not removed.
+    fn exists(&self, id: &QueueId) -> bool {
+        self.inner.memo.contains(id) || self.data_path(id).exists()
+    }
+
+    /// Keeps a lazy state in memory when the entry is remembered (no file:
+    /// losing it in a crash is harmless by the caller's contract), else
+    /// writes it without fsync.
+    async fn save_lazily(&self, id: &QueueId, state: &EntryState) -> Result<(), SpoolError> {
+        if self.inner.memo.set_state(id, state) {
+            return Ok(());
+        }
         if !self.data_path(id).exists() {
             return Err(SpoolError::NotFound(id.clone()));
         }
-        self.write_state_file(id, state, Durability::Synced).await
+        self.write_state_file(id, state, Durability::Lazy).await
     }
 
     /// Saves `state` without fsync: for facts whose loss in a crash is
@@ -599,10 +641,7 @@ impl Spool {
         id: &QueueId,
         state: &EntryState,
     ) -> Result<(), SpoolError> {
-        if !self.data_path(id).exists() {
-            return Err(SpoolError::NotFound(id.clone()));
-        }
-        self.write_state_file(id, state, Durability::Lazy).await
+        self.save_lazily(id, state).await
     }
 
     /// Hands a mail committed with [`Incoming::commit_unannounced`] to the
@@ -661,10 +700,7 @@ impl Spool {
     /// directory fsync per mail on the hot path (see queue-durability.md).
     pub async fn mark_ready(&self, id: &QueueId, mut state: EntryState) -> Result<(), SpoolError> {
         state.stage = Stage::Ready;
-        if !self.data_path(id).exists() {
-            return Err(SpoolError::NotFound(id.clone()));
-        }
-        self.write_state_file(id, &state, Durability::Lazy).await?;
+        self.save_lazily(id, &state).await?;
         let _ = self.inner.ready_tx.send(id.clone());
         Ok(())
     }
@@ -676,6 +712,10 @@ impl Spool {
         let data = self.data_path(id);
         let state = self.state_path(id);
         let missing = id.clone();
+        // An entry remembered since its commit has a state file only if
+        // one was written durably for it (which would have forgotten it)
+        // or `derive` wrote one first.
+        let state_file = self.inner.memo.forget(id).unwrap_or(true);
         blocking(move || {
             match std::fs::remove_file(&data) {
                 Ok(()) => {}
@@ -688,6 +728,9 @@ impl Spool {
                         source: e,
                     });
                 }
+            }
+            if !state_file {
+                return Ok(());
             }
             match std::fs::remove_file(&state) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SpoolError::Io {
@@ -713,6 +756,8 @@ impl Spool {
     pub async fn open_content(&self, id: &QueueId) -> Result<(ContentReader, u64), SpoolError> {
         let this = self.clone();
         let id = id.clone();
+        // Known length: the file was written and checked by this process.
+        let known = self.inner.memo.content_len(&id);
         blocking(move || {
             let path = this.data_path(&id);
             let mut file = match File::open(&path) {
@@ -722,8 +767,14 @@ impl Spool {
                 }
                 Err(e) => return Err(SpoolError::Io { path, source: e }),
             };
-            let (_, len) = this.checked_envelope(&id, &mut file, &path)?;
-            io::Seek::seek(&mut file, io::SeekFrom::Start(0)).map_err(io_err(&path))?;
+            let len = match known {
+                Some(len) => len,
+                None => {
+                    let (_, len) = this.checked_envelope(&id, &mut file, &path)?;
+                    io::Seek::seek(&mut file, io::SeekFrom::Start(0)).map_err(io_err(&path))?;
+                    len
+                }
+            };
             if len <= READ_WHOLE_UP_TO {
                 let mut bytes = Vec::with_capacity(len as usize);
                 io::Read::read_to_end(&mut io::Read::take(&mut file, len), &mut bytes)
@@ -867,6 +918,19 @@ impl Spool {
             std::fs::rename(&tmp, &target).map_err(io)
         })
         .await?
+    }
+
+    /// Entries remembered in memory (in flight since their commit).
+    pub fn in_flight(&self) -> usize {
+        self.inner.memo.len()
+    }
+
+    pub(crate) fn remember(&self, envelope: Envelope, content_len: u64, state: Option<EntryState>) {
+        let state_file = state.is_some();
+        let state = state.unwrap_or_else(|| EntryState::new(envelope.recipients.len()));
+        self.inner
+            .memo
+            .insert(envelope, content_len, state, state_file);
     }
 
     /// Committed entries currently present.

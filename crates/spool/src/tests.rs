@@ -325,7 +325,9 @@ async fn unusable_state_file_falls_back_to_initial_state() {
         serde_json::to_vec(&wrong).unwrap(),
     )
     .unwrap();
-    assert_eq!(spool.load(&id).unwrap().state, EntryState::new(2));
+    // Read as after a restart: this process remembers the state it knows.
+    let reopened = Spool::open(dir.path()).unwrap();
+    assert_eq!(reopened.load(&id).unwrap().state, EntryState::new(2));
     assert!(
         dir.path()
             .join("corrupt")
@@ -452,15 +454,52 @@ async fn derive_commits_a_ready_copy_with_its_parent_and_skips_the_pipeline() {
     assert!(ready.try_recv().is_err());
 }
 
-/// `mark_ready` is not fsync'ed: a crash may lose or tear its state file.
-/// Either way the entry must come back at its initial state, so the
-/// pipeline runs again, and never as lost or half-ready mail.
+/// `mark_ready` is not fsync'ed. For a mail this process committed it is
+/// not even written: the ready state lives in memory, and a restart finds
+/// the entry at its initial state, so the pipeline runs again.
+#[tokio::test]
+async fn the_ready_state_of_a_mail_in_flight_stays_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let id = commit(&spool, b"in flight").await;
+    let mut state = EntryState::new(2);
+    state.prepend = "Received: by x\r\n".into();
+    spool.mark_ready(&id, state.clone()).await.unwrap();
+    state.stage = Stage::Ready;
+    assert_eq!(spool.load(&id).unwrap().state, state);
+    assert_eq!(spool.in_flight(), 1);
+    assert!(files_in(&dir.path().join("state")).is_empty());
+    assert_eq!(content_of(&spool, &id).await, b"in flight");
+
+    let reopened = Spool::open(dir.path()).unwrap();
+    assert_eq!(reopened.load(&id).unwrap().state, EntryState::new(2));
+
+    // A durable state write makes the file the truth and forgets the memo.
+    state.attempts = 1;
+    spool.save_state(&id, &state).await.unwrap();
+    assert_eq!(spool.in_flight(), 0);
+    assert_eq!(
+        Spool::open(dir.path()).unwrap().load(&id).unwrap().state,
+        state
+    );
+    assert_eq!(spool.load(&id).unwrap().state, state);
+    spool.remove(&id).await.unwrap();
+    assert!(files_in(&dir.path().join("state")).is_empty());
+    assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
+}
+
+/// For an entry read from disk (after a restart, or after a durable state
+/// write), the lazy ready state is a file written without fsync: a crash
+/// may lose or tear it. Either way the entry must come back at its initial
+/// state, so the pipeline runs again, and never as lost or half-ready mail.
 #[tokio::test]
 async fn lost_or_torn_ready_state_brings_the_entry_back_to_received() {
     let dir = tempfile::tempdir().unwrap();
+    let first = Spool::open(dir.path()).unwrap();
+    let lost = commit(&first, b"lost").await;
+    let torn = commit(&first, b"torn").await;
+    drop(first);
     let spool = Spool::open(dir.path()).unwrap();
-    let lost = commit(&spool, b"lost").await;
-    let torn = commit(&spool, b"torn").await;
     for id in [&lost, &torn] {
         let mut state = EntryState::new(2);
         state.prepend = "Received: by x\r\n".into();
