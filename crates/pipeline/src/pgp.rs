@@ -165,12 +165,7 @@ impl PgpKeys {
         let Some(sender) = sender.filter(|s| self.is_internal(s)) else {
             return Ok(false);
         };
-        Ok(self
-            .store
-            .users()
-            .get(sender)
-            .await?
-            .is_some_and(|u| u.licence_state == LicenceState::Licensed))
+        Ok(self.store.users().licence_state(sender).await? == Some(LicenceState::Licensed))
     }
 
     /// Stores `cert` for `address` (secret parts only when `secret`).

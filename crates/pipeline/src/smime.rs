@@ -741,12 +741,7 @@ impl Mpki {
         let Some(sender) = sender.filter(|s| self.is_internal(s)) else {
             return Ok(false);
         };
-        Ok(self
-            .store
-            .users()
-            .get(sender)
-            .await?
-            .is_some_and(|u| u.licence_state == LicenceState::Licensed))
+        Ok(self.store.users().licence_state(sender).await? == Some(LicenceState::Licensed))
     }
 
     /// Signs an outbound mail of an internal sender who is a licensed user.

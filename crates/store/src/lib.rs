@@ -117,6 +117,8 @@ pub struct Store {
     /// The data folder, where a rotated master key is looked for when this
     /// node meets a key id it does not hold (see `Store::refresh_keyring`).
     pub(crate) key_dir: PathBuf,
+    /// Licence states read lately, see [`Users::licence_state`].
+    pub(crate) recent_licences: Arc<repo::RecentLicences>,
 }
 
 /// The migrations, compiled in so the binary needs no files beside it.
@@ -274,6 +276,7 @@ impl Store {
                 keys: Arc::new(RwLock::new(Keyring::new(key))),
                 sqlite_path,
                 key_dir: data_dir.to_owned(),
+                recent_licences: Arc::default(),
             }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
@@ -292,6 +295,7 @@ impl Store {
                 keys: Arc::new(RwLock::new(Keyring::new(key))),
                 sqlite_path: None,
                 key_dir: data_dir.to_owned(),
+                recent_licences: Arc::default(),
             }
         } else {
             return Err(bad("scheme must be sqlite: or postgres:".into()));

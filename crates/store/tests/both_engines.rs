@@ -963,6 +963,66 @@ async fn users_round_trip(engine: Engine) {
 }
 both!(users_round_trip);
 
+/// The mail path asks every outbound mail's sender's licence state; the
+/// answer is remembered for a few seconds per node. A change made through
+/// the node is seen at once; one made by another node only after
+/// `LICENCE_STATE_TTL`, which the stale answer below shows.
+async fn licence_state_is_remembered_briefly_and_own_writes_show_at_once(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let users = db.store().users();
+    let alice = addr("alice@example.com");
+    assert_eq!(users.licence_state(&alice).await.unwrap(), None);
+    users
+        .insert(&NewUser {
+            address: alice.clone(),
+            display_name: None,
+            attributes: Default::default(),
+            licence_state: LicenceState::Licensed,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        users
+            .licence_state(&addr("alice@EXAMPLE.com"))
+            .await
+            .unwrap(),
+        Some(LicenceState::Licensed)
+    );
+    users
+        .set_licence_state(&alice, LicenceState::Excluded)
+        .await
+        .unwrap();
+    assert_eq!(
+        users.licence_state(&alice).await.unwrap(),
+        Some(LicenceState::Excluded)
+    );
+
+    let other = db.open().await.unwrap();
+    other
+        .users()
+        .set_licence_state(&alice, LicenceState::Licensed)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.users().licence_state(&alice).await.unwrap(),
+        Some(LicenceState::Licensed)
+    );
+    assert_eq!(
+        users.licence_state(&alice).await.unwrap(),
+        Some(LicenceState::Excluded),
+        "within {:?} this node answers from memory",
+        siegel_store::LICENCE_STATE_TTL
+    );
+    assert_eq!(
+        users.get(&alice).await.unwrap().unwrap().licence_state,
+        LicenceState::Licensed
+    );
+    assert!(users.delete(&alice).await.unwrap());
+    assert_eq!(users.licence_state(&alice).await.unwrap(), None);
+    db.finish().await;
+}
+both!(licence_state_is_remembered_briefly_and_own_writes_show_at_once);
+
 // ------------------------------------------------- certificates, pgp keys
 
 async fn keys_round_trip(engine: Engine) {

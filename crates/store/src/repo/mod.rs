@@ -24,7 +24,8 @@ pub use licences::{Licence, Licences, NewLicence};
 pub use lookup::{KeySummary, RecipientLookup};
 pub use settings::Settings;
 pub use tracking::{Tracking, TrackingEvent, TrackingRecord};
-pub use users::{LicenceState, NewUser, User, Users};
+pub(crate) use users::RecentLicences;
+pub use users::{LICENCE_STATE_TTL, LicenceState, NewUser, User, Users};
 
 use siegel_types::Address;
 

@@ -1,6 +1,10 @@
 //! Internal users: the people behind the internal domains, as the directory
 //! (or an admin) describes them.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use serde_json::{Map, Value};
 use siegel_types::Address;
 
@@ -84,7 +88,75 @@ pub struct Users<'a> {
     pub(crate) store: &'a Store,
 }
 
+/// How long [`Users::licence_state`] may answer from this node's memory.
+/// A change made through this node is seen at once; one made by another
+/// node (or by hand in the database) within this time.
+pub const LICENCE_STATE_TTL: Duration = Duration::from_secs(5);
+
+/// Past this many addresses the memory of licence states starts over, so a
+/// flood of distinct senders cannot grow it without bound.
+const RECENT_LICENCES_MAX: usize = 8192;
+
+/// The licence states this node read lately, per address (`None`: no such
+/// user), with when they were read.
+#[derive(Debug)]
+pub(crate) struct RecentLicences {
+    ttl: Duration,
+    seen: Mutex<HashMap<String, (Option<LicenceState>, Instant)>>,
+}
+
+impl Default for RecentLicences {
+    fn default() -> Self {
+        Self {
+            ttl: LICENCE_STATE_TTL,
+            seen: Mutex::default(),
+        }
+    }
+}
+
+impl RecentLicences {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<LicenceState>, Instant)>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, address: &Address) -> Option<Option<LicenceState>> {
+        let seen = self.seen();
+        let (state, at) = seen.get(address.as_str())?;
+        (at.elapsed() < self.ttl).then_some(*state)
+    }
+
+    fn put(&self, address: &Address, state: Option<LicenceState>) {
+        let mut seen = self.seen();
+        if seen.len() >= RECENT_LICENCES_MAX {
+            seen.clear();
+        }
+        seen.insert(address.as_str().to_owned(), (state, Instant::now()));
+    }
+
+    fn forget(&self, address: &Address) {
+        self.seen().remove(address.as_str());
+    }
+}
+
 impl Users<'_> {
+    /// The user's licence state (`None`: not a user), as the mail path
+    /// asks it for every outbound mail (signing, Autocrypt): answered from
+    /// this node's memory when read less than [`LICENCE_STATE_TTL`] ago.
+    pub async fn licence_state(
+        &self,
+        address: &Address,
+    ) -> Result<Option<LicenceState>, StoreError> {
+        let recent = &self.store.recent_licences;
+        if let Some(state) = recent.get(address) {
+            return Ok(state);
+        }
+        let state = self.get(address).await?.map(|u| u.licence_state);
+        recent.put(address, state);
+        Ok(state)
+    }
+
     /// Creates a user. An existing address is [`StoreError::Duplicate`].
     pub async fn insert(&self, user: &NewUser) -> Result<User, StoreError> {
         if let Some(name) = &user.display_name {
@@ -105,6 +177,7 @@ impl Users<'_> {
                 .await
                 .map_err(unique("user"))?
         });
+        self.store.recent_licences.forget(&user.address);
         from_row(row)
     }
 
@@ -160,6 +233,7 @@ impl Users<'_> {
         address: &Address,
         state: LicenceState,
     ) -> Result<(), StoreError> {
+        self.store.recent_licences.forget(address);
         let n = dispatch!(self.store, p => {
             sqlx::query("UPDATE users SET licence_state = $2 WHERE address = $1")
                 .bind(address.as_str())
@@ -186,6 +260,7 @@ impl Users<'_> {
 
     /// Deletes a user; false when there was none.
     pub async fn delete(&self, address: &Address) -> Result<bool, StoreError> {
+        self.store.recent_licences.forget(address);
         Ok(dispatch!(self.store, p => {
             sqlx::query("DELETE FROM users WHERE address = $1")
                 .bind(address.as_str())
@@ -193,5 +268,42 @@ impl Users<'_> {
                 .await?
                 .rows_affected()
         }) > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(a: &str) -> Address {
+        Address::parse(a).unwrap()
+    }
+
+    #[test]
+    fn recent_licence_states_expire_and_stay_bounded() {
+        let fresh = RecentLicences::default();
+        fresh.put(&addr("a@example.com"), Some(LicenceState::Licensed));
+        assert_eq!(
+            fresh.get(&addr("a@example.com")),
+            Some(Some(LicenceState::Licensed))
+        );
+        fresh.forget(&addr("a@example.com"));
+        assert_eq!(fresh.get(&addr("a@example.com")), None);
+
+        let expired = RecentLicences {
+            ttl: Duration::ZERO,
+            seen: Mutex::default(),
+        };
+        expired.put(&addr("a@example.com"), None);
+        assert_eq!(expired.get(&addr("a@example.com")), None);
+
+        for i in 0..RECENT_LICENCES_MAX + 10 {
+            fresh.put(&addr(&format!("u{i}@example.com")), None);
+        }
+        assert!(fresh.seen().len() <= RECENT_LICENCES_MAX);
+        assert_eq!(
+            fresh.get(&addr(&format!("u{}@example.com", RECENT_LICENCES_MAX + 9))),
+            Some(None)
+        );
     }
 }
