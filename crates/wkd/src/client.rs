@@ -1,5 +1,6 @@
 //! The WKD client: fetch, filter, cache.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,9 +62,9 @@ impl Lookup {
 /// How a failed fetch of one URL is judged.
 enum Failure {
     /// The host is not there (no such name, refuses connections, no TLS
-    /// for this name) or answers 404: for the advanced URL, try the direct
-    /// one.
-    Absent(String),
+    /// for this name; `host`) or answers 404: for the advanced URL, try
+    /// the direct one.
+    Absent { why: String, host: bool },
     /// The host is there but has nothing for us (other 4xx, refused by the
     /// SSRF guard, too large, bad redirects): no key, no fallback.
     Refused(String),
@@ -80,8 +81,8 @@ fn judge(e: &FetchError) -> Failure {
         FetchError::UnknownHost(_)
         | FetchError::Resolve { .. }
         | FetchError::Connect { .. }
-        | FetchError::Tls { .. } => Failure::Absent(why),
-        FetchError::Status { status: 404, .. } => Failure::Absent(why),
+        | FetchError::Tls { .. } => Failure::Absent { why, host: true },
+        FetchError::Status { status: 404, .. } => Failure::Absent { why, host: false },
         FetchError::Status { status, .. } if *status == 429 || *status >= 500 => {
             Failure::Temporary(why)
         }
@@ -95,6 +96,9 @@ fn judge(e: &FetchError) -> Failure {
 pub struct Client {
     fetcher: Fetcher,
     cache: Mutex<Cache>,
+    /// Lookups under way, per address: a burst of mails to one new
+    /// address makes one lookup, and the others wait for its answer.
+    under_way: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -112,6 +116,7 @@ impl Client {
         Self {
             fetcher,
             cache: Mutex::new(Cache::new(cache)),
+            under_way: Mutex::default(),
         }
     }
 
@@ -123,26 +128,83 @@ impl Client {
     /// Looks `address` up: the cache first, then the advanced method, then
     /// (only when the advanced host is absent or answers 404) the direct
     /// method.
+    ///
+    /// What is learnt of a whole domain is remembered for the domain: when
+    /// neither WKD host exists, or the lookup failed for now (a timeout, a
+    /// server error), other addresses of that domain get the same answer
+    /// without asking again until it expires. Concurrent lookups of one
+    /// address make one request.
     pub async fn lookup(&self, address: &Address) -> Lookup {
         let cache_key = address.as_str().to_ascii_lowercase();
-        let cached = self.lock().get(&cache_key, Instant::now());
-        match cached {
+        let domain_key = format!("@{}", address.domain().to_ascii_lowercase());
+        if let Some(answer) = self.cached(&cache_key, &domain_key) {
+            return answer;
+        }
+        let turn = Arc::clone(
+            self.under_way
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(cache_key.clone())
+                .or_default(),
+        );
+        let answer = {
+            let _turn = turn.lock().await;
+            // The lookup ahead of us may have answered meanwhile.
+            match self.cached(&cache_key, &domain_key) {
+                Some(answer) => return answer,
+                None => {
+                    self.fetch_and_remember(address, cache_key.clone(), domain_key)
+                        .await
+                }
+            }
+        };
+        self.under_way
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&cache_key);
+        answer
+    }
+
+    /// The cached answer for the address, or else for its whole domain.
+    fn cached(&self, cache_key: &str, domain_key: &str) -> Option<Lookup> {
+        let now = Instant::now();
+        let mut cache = self.lock();
+        match cache.get(cache_key, now) {
             // A cached key may have expired or been revoked meanwhile.
             Some(Cached::Found(k)) if Pgp::new().check_encryption(&k.cert).is_ok() => {
-                return Lookup::Found(k);
+                return Some(Lookup::Found(k));
             }
-            Some(Cached::Found(_)) => {}
-            Some(Cached::NotFound(why)) => return Lookup::NotFound(why),
-            Some(Cached::Temporary(why)) => return Lookup::Temporary(why),
+            Some(Cached::Found(_)) => return None,
+            Some(Cached::NotFound(why)) => return Some(Lookup::NotFound(why)),
+            Some(Cached::Temporary(why)) => return Some(Lookup::Temporary(why)),
             None => {}
         }
-        let answer = self.fetch(address).await;
+        match cache.get(domain_key, now) {
+            Some(Cached::NotFound(why)) => Some(Lookup::NotFound(why)),
+            Some(Cached::Temporary(why)) => Some(Lookup::Temporary(why)),
+            Some(Cached::Found(_)) | None => None,
+        }
+    }
+
+    async fn fetch_and_remember(
+        &self,
+        address: &Address,
+        cache_key: String,
+        domain_key: String,
+    ) -> Lookup {
+        let (answer, domain_wide) = self.fetch(address).await;
         let value = match &answer {
             Lookup::Found(k) => Cached::Found(Arc::clone(k)),
             Lookup::NotFound(why) => Cached::NotFound(why.clone()),
             Lookup::Temporary(why) => Cached::Temporary(why.clone()),
         };
-        self.lock().put(cache_key, value, Instant::now());
+        {
+            let mut cache = self.lock();
+            if domain_wide {
+                cache.put(domain_key, value.clone(), Instant::now());
+            }
+            cache.put(cache_key, value, Instant::now());
+        }
         match &answer {
             Lookup::Found(k) => {
                 tracing::info!(target: "siegel::wkd", %address, fingerprint = %k.fingerprint, url = %k.url, "key found by WKD");
@@ -162,26 +224,41 @@ impl Client {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn fetch(&self, address: &Address) -> Lookup {
+    /// The answer, and whether it holds for the whole domain (no WKD host
+    /// at all, or a failure for now).
+    async fn fetch(&self, address: &Address) -> (Lookup, bool) {
         let urls = crate::urls(address);
         let advanced = match self.fetcher.get(&urls.advanced).await {
-            Ok(r) => return filter(address, &r.body, urls.advanced),
+            Ok(r) => return (filter(address, &r.body, urls.advanced), false),
             Err(e) => judge(&e),
         };
-        let advanced_why = match advanced {
-            Failure::Absent(why) => why,
-            Failure::Refused(why) => return Lookup::NotFound(format!("advanced method: {why}")),
+        let (advanced_why, no_advanced_host) = match advanced {
+            Failure::Absent { why, host } => (why, host),
+            Failure::Refused(why) => {
+                return (Lookup::NotFound(format!("advanced method: {why}")), false);
+            }
             Failure::Temporary(why) => {
-                return Lookup::Temporary(format!("advanced method: {why}"));
+                return (Lookup::Temporary(format!("advanced method: {why}")), true);
             }
         };
         match self.fetcher.get(&urls.direct).await {
-            Ok(r) => filter(address, &r.body, urls.direct),
+            Ok(r) => (filter(address, &r.body, urls.direct), false),
             Err(e) => match judge(&e) {
-                Failure::Absent(why) | Failure::Refused(why) => Lookup::NotFound(format!(
-                    "advanced method: {advanced_why}; direct method: {why}"
-                )),
-                Failure::Temporary(why) => Lookup::Temporary(format!("direct method: {why}")),
+                Failure::Absent { why, host } => (
+                    Lookup::NotFound(format!(
+                        "advanced method: {advanced_why}; direct method: {why}"
+                    )),
+                    host && no_advanced_host,
+                ),
+                Failure::Refused(why) => (
+                    Lookup::NotFound(format!(
+                        "advanced method: {advanced_why}; direct method: {why}"
+                    )),
+                    false,
+                ),
+                Failure::Temporary(why) => {
+                    (Lookup::Temporary(format!("direct method: {why}")), true)
+                }
             },
         }
     }

@@ -32,6 +32,8 @@ struct State {
     hits: HashMap<String, usize>,
     /// Full request targets seen (with query), in order.
     log: Vec<String>,
+    /// TCP connections accepted.
+    connections: usize,
 }
 
 /// The running server. Dropping it does not stop it (the test's runtime
@@ -89,6 +91,7 @@ impl Server {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                shared.lock().unwrap().connections += 1;
                 let acceptor = acceptor.clone();
                 let state = Arc::clone(&shared);
                 tokio::spawn(async move {
@@ -125,6 +128,11 @@ impl Server {
         s.hits.get(&key(host, path)).copied().unwrap_or(0)
     }
 
+    /// TCP connections accepted (also those whose TLS handshake failed).
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
+    }
+
     /// All requests seen (`host target`), in order.
     pub fn log(&self) -> Vec<String> {
         self.state.lock().unwrap().log.clone()
@@ -134,8 +142,20 @@ impl Server {
     /// guard, resolves the server's names to it and nothing else, and caps
     /// bodies at `max_body`.
     pub fn fetcher(&self, max_body: usize) -> Fetcher {
+        self.fetcher_also_resolving(max_body, &[])
+    }
+
+    /// [`Server::fetcher`], also resolving `others` to the server, whose
+    /// certificate does not name them: a TLS failure, as for a domain
+    /// whose wildcard DNS sends `openpgpkey.<domain>` to its web server.
+    pub fn fetcher_also_resolving(&self, max_body: usize, others: &[&str]) -> Fetcher {
         let mut table = HashMap::new();
-        for n in &self.names {
+        for n in self
+            .names
+            .iter()
+            .map(String::as_str)
+            .chain(others.iter().copied())
+        {
             table.insert(n.to_ascii_lowercase(), vec![self.addr]);
         }
         Fetcher::new(FetchConfig {

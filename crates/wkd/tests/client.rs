@@ -266,3 +266,90 @@ async fn a_server_error_is_temporary_and_remembered_briefly() {
     assert!(c.find(&a).await.is_some());
     assert_eq!(s.log().len(), 2);
 }
+
+#[tokio::test]
+async fn concurrent_lookups_of_one_address_make_one_request() {
+    let s = Server::start(&["openpgpkey.example.org", "example.org"]).await;
+    let a = addr("judy@example.org");
+    s.serve(
+        "openpgpkey.example.org",
+        &advanced_path(&a),
+        200,
+        key_for("judy@example.org"),
+    );
+    let c = std::sync::Arc::new(client(&s, 64 * 1024));
+    let lookups: Vec<_> = (0..10)
+        .map(|_| {
+            let (c, a) = (std::sync::Arc::clone(&c), a.clone());
+            tokio::spawn(async move { c.find(&a).await })
+        })
+        .collect();
+    for l in lookups {
+        assert!(l.await.unwrap().is_some());
+    }
+    assert_eq!(s.log().len(), 1, "{:?}", s.log());
+}
+
+#[tokio::test]
+async fn a_domain_without_wkd_hosts_is_remembered_for_all_its_addresses() {
+    // Both hosts resolve, neither has a certificate for its name: the
+    // domain has no WKD, whichever address is asked.
+    let s = Server::start(&["other.example"]).await;
+    let c = Client::new(
+        s.fetcher_also_resolving(64 * 1024, &["openpgpkey.nowkd.example", "nowkd.example"]),
+        CacheSettings::default(),
+    );
+    assert!(matches!(
+        c.lookup(&addr("a@nowkd.example")).await,
+        Lookup::NotFound(_)
+    ));
+    assert_eq!(s.connections(), 2, "advanced, then direct");
+    assert!(matches!(
+        c.lookup(&addr("b@NoWKD.example")).await,
+        Lookup::NotFound(_)
+    ));
+    assert_eq!(
+        s.connections(),
+        2,
+        "the second address came from the domain's entry"
+    );
+
+    // A 404 says nothing of other addresses: each is asked for itself.
+    let d = Server::start(&["openpgpkey.example.com", "example.com"]).await;
+    let c = client(&d, 64 * 1024);
+    assert!(c.find(&addr("a@example.com")).await.is_none());
+    assert!(c.find(&addr("b@example.com")).await.is_none());
+    assert_eq!(d.log().len(), 4, "{:?}", d.log());
+}
+
+#[tokio::test]
+async fn a_failure_for_now_pauses_lookups_for_the_whole_domain_briefly() {
+    let s = Server::start(&["openpgpkey.example.org", "example.org"]).await;
+    let a = addr("kim@example.org");
+    let b = addr("lee@example.org");
+    s.serve(
+        "openpgpkey.example.org",
+        &advanced_path(&a),
+        503,
+        Vec::new(),
+    );
+    s.serve(
+        "openpgpkey.example.org",
+        &advanced_path(&b),
+        200,
+        key_for("lee@example.org"),
+    );
+    let c = Client::new(
+        s.fetcher(64 * 1024),
+        CacheSettings {
+            temporary_ttl: Duration::from_millis(300),
+            ..CacheSettings::default()
+        },
+    );
+    assert!(matches!(c.lookup(&a).await, Lookup::Temporary(_)));
+    assert!(matches!(c.lookup(&b).await, Lookup::Temporary(_)));
+    assert_eq!(s.log().len(), 1, "{:?}", s.log());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(c.find(&b).await.is_some());
+    assert_eq!(s.log().len(), 2);
+}
