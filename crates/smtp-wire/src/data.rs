@@ -133,12 +133,32 @@ impl DataReceiver {
     /// Stops right after the end marker. Once a limit is broken nothing more
     /// is appended, but input is still consumed up to the end marker so the
     /// session stays in step and can answer `552`.
+    ///
+    /// Bytes inside a line that are neither CR nor LF (nearly all of a
+    /// mail) are taken as whole runs; the state machine sees only line
+    /// ends and line starts.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> DataProgress {
-        for (i, &b) in input.iter().enumerate() {
-            self.step(b, out);
+        let mut i = 0;
+        while i < input.len() {
+            let plain = match self.state {
+                State::Mid => true,
+                State::LineStart { .. } => input[i] != b'.',
+                _ => false,
+            };
+            if plain {
+                let end = memchr::memchr2(b'\r', b'\n', &input[i..]).map_or(input.len(), |p| i + p);
+                if end > i {
+                    self.emit_plain(out, &input[i..end]);
+                    self.state = State::Mid;
+                    i = end;
+                    continue;
+                }
+            }
+            self.step(input[i], out);
+            i += 1;
             if self.state == State::Done {
                 return DataProgress {
-                    consumed: i + 1,
+                    consumed: i,
                     done: true,
                 };
             }
@@ -146,6 +166,25 @@ impl DataReceiver {
         DataProgress {
             consumed: input.len(),
             done: self.state == State::Done,
+        }
+    }
+
+    /// [`Self::emit`] of a run without CR or LF, at once: appended are the
+    /// bytes that keep within both limits, as byte by byte.
+    fn emit_plain(&mut self, out: &mut Vec<u8>, run: &[u8]) {
+        if !self.failed() {
+            let by_line = self.max_line.saturating_sub(self.line_len);
+            let by_size =
+                usize::try_from(self.max_size.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            out.extend_from_slice(&run[..run.len().min(by_line).min(by_size)]);
+        }
+        self.line_len = self.line_len.saturating_add(run.len());
+        if self.line_len > self.max_line {
+            self.line_too_long = true;
+        }
+        self.size += run.len() as u64;
+        if self.size > self.max_size {
+            self.too_big = true;
         }
     }
 
@@ -210,6 +249,53 @@ impl DataReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The receiver fed one byte at a time through the state machine alone,
+    /// as it worked before runs were taken whole: the reference.
+    fn bytewise(
+        input: &[u8],
+        max_size: u64,
+        max_line: usize,
+    ) -> (Vec<u8>, usize, bool, DataOutcome) {
+        let mut rx = DataReceiver::new(max_size, max_line);
+        let mut out = Vec::new();
+        let mut consumed = input.len();
+        for (i, &b) in input.iter().enumerate() {
+            rx.step(b, &mut out);
+            if rx.is_done() {
+                consumed = i + 1;
+                break;
+            }
+        }
+        (out, consumed, rx.is_done(), rx.outcome())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn runs_taken_whole_give_what_byte_by_byte_gives(
+            input in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::prelude::any::<u8>(),
+                    2 => proptest::prelude::Just(b'\r'),
+                    2 => proptest::prelude::Just(b'\n'),
+                    2 => proptest::prelude::Just(b'.'),
+                    4 => proptest::prelude::Just(b'x'),
+                ],
+                0..200,
+            ),
+            max_size in 0u64..120,
+            max_line in 0usize..40,
+            cut in 0usize..200,
+        ) {
+            let expected = bytewise(&input, max_size, max_line);
+            proptest::prop_assert_eq!(run_pieces(&[&input], max_size, max_line), expected.clone());
+            let cut = cut.min(input.len());
+            proptest::prop_assert_eq!(
+                run_pieces(&[&input[..cut], &input[cut..]], max_size, max_line),
+                expected
+            );
+        }
+    }
 
     /// Feeds `input` in the given pieces; returns (content, consumed, done, outcome).
     fn run_pieces(
