@@ -25,6 +25,15 @@ pub fn settings(config: &Config) -> PgpSettings {
         auto_enroll: config.openpgp.auto_enroll,
         autocrypt: config.openpgp.autocrypt,
         internal_domains: config.domains.internal.clone(),
+        onboarding: onboarding(config),
+    }
+}
+
+/// `[users]` in the form the mail path needs it.
+pub fn onboarding(config: &Config) -> siegel_pipeline::onboarding::Onboarding {
+    siegel_pipeline::onboarding::Onboarding {
+        onboard: config.users.onboard.clone(),
+        exclude: config.users.exclude.clone(),
     }
 }
 

@@ -47,6 +47,7 @@ pub fn settings(config: &Config) -> anyhow::Result<MpkiSettings> {
         trust,
         internal_domains: config.domains.internal.clone(),
         organization: None,
+        onboarding: crate::pgp_cmd::onboarding(config),
     })
 }
 

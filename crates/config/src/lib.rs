@@ -40,6 +40,7 @@ pub struct Config {
     pub mpki: Mpki,
     pub smime: Smime,
     pub openpgp: OpenPgp,
+    pub users: Users,
     pub filter: Filter,
     pub fetch: Fetch,
     pub portal: Portal,
@@ -344,6 +345,22 @@ pub struct OpenPgp {
     /// Add an `Autocrypt:` header with the sender's key to our users'
     /// outbound mail.
     pub autocrypt: bool,
+}
+
+/// `[users]`: who becomes one of Siegel's users on their own first mail.
+///
+/// Stands in for the directory group that entitles a sender (PRODUCT.md):
+/// an unknown sender of an internal domain whom `onboard` names, and
+/// `exclude` does not, is made a user on their first outbound mail and
+/// takes a licence seat (while the installed licences have one free); from
+/// then on their mail is signed, and `[mpki]`/`[openpgp]` `auto_enroll`
+/// issue their certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Users {
+    /// Who is onboarded; empty = nobody (only users added by the CLI).
+    pub onboard: Vec<siegel_types::AddressPattern>,
+    /// Never onboarded (recorded as excluded): role accounts, no-reply.
+    pub exclude: Vec<siegel_types::AddressPattern>,
 }
 
 /// Key type of generated OpenPGP keys.
@@ -651,6 +668,13 @@ impl Config {
                 key_type: PgpKeyType::Cv25519,
                 auto_enroll: true,
                 autocrypt: true,
+            },
+            users: Users {
+                onboard: Vec::new(),
+                exclude: ["postmaster@*", "mailer-daemon@*", "noreply@*", "no-reply@*"]
+                    .into_iter()
+                    .filter_map(|p| siegel_types::AddressPattern::parse(p).ok())
+                    .collect(),
             },
             filter: Filter {
                 clamd: None,
@@ -1003,6 +1027,14 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
     };
     s.finish(cx);
 
+    let mut s = root.table(cx, "users");
+    let pattern = text(siegel_types::AddressPattern::parse);
+    let users = Users {
+        onboard: s.list(cx, "onboard", d.users.onboard, &pattern),
+        exclude: s.list(cx, "exclude", d.users.exclude, &pattern),
+    };
+    s.finish(cx);
+
     let mut s = root.table(cx, "filter");
     let df = d.filter;
     let virus_directions = s.list(cx, "virus_directions", df.virus_directions, direction);
@@ -1117,6 +1149,7 @@ fn read(doc: &DeTable<'_>, cx: &mut Cx<'_>) -> Config {
         mpki,
         smime,
         openpgp,
+        users,
         filter,
         fetch,
         portal,

@@ -950,3 +950,31 @@ fn wkd_section() {
             .any(|w| w.to_string().contains("ttl"))
     );
 }
+
+#[test]
+fn users_section_reads_address_patterns_and_refuses_nonsense() {
+    use siegel_types::{Address, AddressPattern};
+    let d = ok("").config;
+    assert!(
+        d.users.onboard.is_empty(),
+        "nobody is onboarded unless named"
+    );
+    let noreply = Address::parse("noreply@example.com").unwrap();
+    assert!(d.users.exclude.iter().any(|p| p.matches(&noreply)));
+    let c = ok("[users]\nonboard = [\"Example.COM\", \"bob@example.org\"]\nexclude = []\n").config;
+    assert_eq!(
+        c.users.onboard,
+        vec![
+            AddressPattern::Domain("example.com".into()),
+            AddressPattern::Address(Address::parse("bob@example.org").unwrap()),
+        ]
+    );
+    assert!(c.users.exclude.is_empty());
+    for bad in [
+        "[users]\nonboard = [\"not a domain!\"]\n",
+        "[users]\nonboard = \"*\"\n",
+    ] {
+        let e = Config::from_toml_str(bad, "<t>").unwrap_err().to_string();
+        assert!(e.contains("users.onboard"), "{bad}: {e}");
+    }
+}

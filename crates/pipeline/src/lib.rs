@@ -23,6 +23,7 @@ pub mod content;
 pub mod crl;
 pub mod gina;
 pub mod inbound;
+pub mod onboarding;
 pub mod pgp;
 pub mod policy;
 pub mod smime;

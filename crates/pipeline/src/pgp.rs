@@ -68,6 +68,8 @@ pub struct PgpSettings {
     pub autocrypt: bool,
     /// Our own domains (normalised).
     pub internal_domains: Vec<String>,
+    /// Which unknown internal senders become users on their first mail.
+    pub onboarding: crate::onboarding::Onboarding,
 }
 
 impl Default for PgpSettings {
@@ -77,6 +79,7 @@ impl Default for PgpSettings {
             auto_enroll: true,
             autocrypt: true,
             internal_domains: Vec::new(),
+            onboarding: crate::onboarding::Onboarding::default(),
         }
     }
 }
@@ -165,7 +168,15 @@ impl PgpKeys {
         let Some(sender) = sender.filter(|s| self.is_internal(s)) else {
             return Ok(false);
         };
-        Ok(self.store.users().licence_state(sender).await? == Some(LicenceState::Licensed))
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let state = self
+            .settings
+            .onboarding
+            .licence_state(&self.store, sender, now)
+            .await?;
+        Ok(state == Some(LicenceState::Licensed))
     }
 
     /// Stores `cert` for `address` (secret parts only when `secret`).

@@ -94,6 +94,8 @@ pub struct MpkiSettings {
     pub internal_domains: Vec<String>,
     /// Organisation name in the CA certificate.
     pub organization: Option<String>,
+    /// Which unknown internal senders become users on their first mail.
+    pub onboarding: crate::onboarding::Onboarding,
 }
 
 impl Default for MpkiSettings {
@@ -108,6 +110,7 @@ impl Default for MpkiSettings {
             trust: TrustStore::new(),
             internal_domains: Vec::new(),
             organization: None,
+            onboarding: crate::onboarding::Onboarding::default(),
         }
     }
 }
@@ -732,16 +735,22 @@ impl Mpki {
     }
 
     /// Whether [`Mpki::sign_outbound`] signs mail of this sender: an
-    /// internal sender who is a licensed user. Only licensed users are
-    /// Siegel's users: an unknown address of an internal domain (a
-    /// printer, a role account not yet in the directory) and
-    /// unlicensed/excluded users pass unprotected, as the licence states
-    /// say; they get no certificate behind their back.
+    /// internal sender who is a licensed user, or becomes one now by
+    /// onboarding ([`crate::onboarding`]). An unknown address of an
+    /// internal domain that `[users] onboard` does not name (a printer, a
+    /// role account) and unlicensed/excluded users pass unprotected, as
+    /// the licence states say; they get no certificate behind the
+    /// administrator's back.
     pub async fn signs_for(&self, sender: Option<&Address>) -> Result<bool, MpkiError> {
         let Some(sender) = sender.filter(|s| self.is_internal(s)) else {
             return Ok(false);
         };
-        Ok(self.store.users().licence_state(sender).await? == Some(LicenceState::Licensed))
+        let state = self
+            .settings
+            .onboarding
+            .licence_state(&self.store, sender, unix(SystemTime::now()))
+            .await?;
+        Ok(state == Some(LicenceState::Licensed))
     }
 
     /// Signs an outbound mail of an internal sender who is a licensed user.

@@ -9,6 +9,7 @@ use siegel_crypto::smime::{self as cms, Verification};
 use siegel_store::{LicenceState, MasterKey, NewUser, SourceKind, Store};
 
 use super::*;
+use crate::onboarding::Onboarding;
 use crate::policy::{KeyDirectory, StoreDirectory, TrackingSink};
 use crate::smime::{Mpki, MpkiSettings};
 
@@ -70,6 +71,15 @@ async fn world_of(
     fetcher: Option<siegel_fetch::Fetcher>,
     partner: Partner,
 ) -> World {
+    world_onboarding(auto_enroll, fetcher, partner, Onboarding::default()).await
+}
+
+async fn world_onboarding(
+    auto_enroll: bool,
+    fetcher: Option<siegel_fetch::Fetcher>,
+    partner: Partner,
+    onboarding: Onboarding,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(&dir.path().join("spool")).unwrap();
     let store = Store::open(
@@ -89,6 +99,7 @@ async fn world_of(
                 key: KeyKind::EcP256,
                 trust,
                 internal_domains: vec!["example.com".into()],
+                onboarding,
                 ..MpkiSettings::default()
             },
         )
@@ -206,6 +217,101 @@ async fn a_licensed_users_mail_is_signed_and_auto_enrolled_others_pass_unchanged
         let out = run(&w, env, mail.as_bytes()).await;
         assert_eq!(out, mail.as_bytes(), "{from}");
     }
+}
+
+/// `[users] onboard` stands in for the directory group: an unknown sender
+/// it names becomes a user on the first mail, takes a seat and is signed
+/// (certificate auto-enrolled); once the seats are taken a new sender is
+/// recorded unlicensed and passes unsigned; `exclude` wins; a sender the
+/// list does not name stays unknown.
+#[tokio::test]
+async fn onboarding_makes_named_senders_users_within_the_licences_seats() {
+    use siegel_store::NewLicence;
+    use siegel_types::AddressPattern;
+    let w = world_onboarding(
+        true,
+        None,
+        partner(365),
+        Onboarding {
+            onboard: vec![AddressPattern::parse("example.com").unwrap()],
+            exclude: vec![AddressPattern::parse("noreply@*").unwrap()],
+        },
+    )
+    .await;
+    w.store
+        .licences()
+        .insert(&NewLicence {
+            licence_id: "L-1".into(),
+            holder: "Example AG".into(),
+            seats: 1,
+            valid_from: 0,
+            valid_until: i64::MAX,
+            document: "signed licence".into(),
+        })
+        .await
+        .unwrap();
+    let send = |from: &'static str| {
+        let mail = MAIL.replace("alice@", &from[..=from.find('@').unwrap()]);
+        (
+            envelope(Direction::Outbound, from, &["carol@partner.test"]),
+            mail,
+        )
+    };
+    let state = |a: &'static str| {
+        let store = w.store.clone();
+        async move {
+            store
+                .users()
+                .get(&Address::parse(a).unwrap())
+                .await
+                .unwrap()
+                .map(|u| u.licence_state)
+        }
+    };
+
+    let (env, mail) = send("carol@example.com");
+    let out = run(&w, env, mail.as_bytes()).await;
+    let Verification::Valid { signers, .. } = cms::verify(&out, &our_trust(&w), SystemTime::now())
+    else {
+        panic!("not signed: {}", String::from_utf8_lossy(&out))
+    };
+    assert_eq!(signers, vec![Address::parse("carol@example.com").unwrap()]);
+    assert_eq!(
+        state("carol@example.com").await,
+        Some(LicenceState::Licensed)
+    );
+
+    // The one seat is taken: dave is recorded, not licensed, not signed.
+    let (env, mail) = send("dave@example.com");
+    assert_eq!(run(&w, env, mail.as_bytes()).await, mail.as_bytes());
+    assert_eq!(
+        state("dave@example.com").await,
+        Some(LicenceState::Unlicensed)
+    );
+    assert!(
+        w.store
+            .certificates()
+            .for_address(&Address::parse("dave@example.com").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let (env, mail) = send("noreply@example.com");
+    assert_eq!(run(&w, env, mail.as_bytes()).await, mail.as_bytes());
+    assert_eq!(
+        state("noreply@example.com").await,
+        Some(LicenceState::Excluded)
+    );
+
+    // carol's second mail is signed by the same certificate: no second user.
+    let (env, mail) = send("carol@example.com");
+    let out = run(&w, env, mail.as_bytes()).await;
+    assert!(cms::verify(&out, &our_trust(&w), SystemTime::now()).is_valid());
+    assert_eq!(
+        w.store.users().count(LicenceState::Licensed).await.unwrap(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 mod address;
 mod envelope;
 mod metrics;
+mod pattern;
 mod queue_id;
 mod reply;
 mod score;
@@ -11,6 +12,7 @@ mod score;
 pub use address::{Address, AddressError, ReversePath, normalise_domain};
 pub use envelope::{Direction, DsnRet, Envelope, NotifyOn, Origin, Recipient};
 pub use metrics::Counters;
+pub use pattern::AddressPattern;
 pub use queue_id::{QueueId, QueueIdError};
 pub use reply::SmtpReply;
 pub use score::{SpamScore, SpamScoreError};
