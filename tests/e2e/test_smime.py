@@ -106,6 +106,40 @@ def test_user_mail_is_signed_and_verifies_with_openssl(smime_gateway, tmp_path):
     assert "alice@example.com" in listing and "issued" in listing
 
 
+def test_onboarding_signs_a_new_senders_first_mail_and_leaves_others_alone(make_sink, make_siegel, tmp_path):
+    """`[users] onboard` names who becomes a user on their own first mail:
+    carol (not added by anyone) is signed on her first mail, with a
+    certificate issued on the spot; noreply (excluded) and a sender of the
+    internal domain the list does not name pass unsigned."""
+    outbound = make_sink("outbound")
+    g = make_siegel(inbound=make_sink("inbound"), outbound=outbound,
+                    users={"onboard": ["carol@example.com", "noreply@example.com"],
+                           "exclude": ["noreply@*"]})
+    ca = tmp_path / "siegel-ca.pem"
+    ca.write_text(_cli(g, "ca", "export"))
+    for i, sender in enumerate(["carol@example.com", "noreply@example.com", "printer@example.com"]):
+        msg, _ = make_message(f"onboard-{i}", sender=sender, to="dan@partner.test",
+                              body=f"From {sender}.\r\n".encode())
+        send(g.smtp_port, sender, ["dan@partner.test"], msg)
+    got = {m.mail_from: m for m in outbound.wait_for(3)}
+    carol = got["carol@example.com"]
+    assert b"multipart/signed" in carol.raw, carol.raw[:600]
+    mail = tmp_path / "carol.eml"
+    mail.write_bytes(carol.raw)
+    signer = tmp_path / "signer.pem"
+    content = _run(["openssl", "cms", "-verify", "-in", str(mail), "-CAfile", str(ca),
+                    "-signer", str(signer)])
+    assert b"From carol@example.com." in content
+    subject = _run(["openssl", "x509", "-in", str(signer), "-noout", "-ext", "subjectAltName"])
+    assert b"carol@example.com" in subject
+    for other in ["noreply@example.com", "printer@example.com"]:
+        assert b"multipart/signed" not in got[other].raw, other
+    users = _cli(g, "user", "list")
+    assert "carol@example.com" in users and "licensed" in users, users
+    assert "noreply@example.com" in users and "excluded" in users, users
+    assert "printer@example.com" not in users, users
+
+
 def test_harvested_certificate_makes_the_next_mail_encrypted(smime_gateway, partner_pki, tmp_path):
     g, inbound, outbound = smime_gateway
     _cli(g, "user", "add", "alice@example.com", "--name", "Alice Example")

@@ -177,6 +177,9 @@ pub enum UserAction {
         #[arg(long)]
         name: Option<String>,
     },
+    /// One line per user: address, licence state, name (added here or
+    /// onboarded on their first mail, see `[users]`).
+    List,
     /// Write the user's certificate and private key as PKCS#12; the
     /// password is the first line of standard input or of --password-file.
     ExportP12 {

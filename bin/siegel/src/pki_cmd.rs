@@ -150,6 +150,25 @@ pub fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
                     r.address, r.fingerprint, r.not_after
                 );
             }
+            UserAction::List => {
+                let store = crate::db_cmd::open(config).await?;
+                let mut after = None;
+                loop {
+                    let page = store.users().list(after.as_ref(), 500).await?;
+                    for u in &page {
+                        println!(
+                            "{}  {}  {}",
+                            u.address,
+                            u.licence_state.as_str(),
+                            u.display_name.as_deref().unwrap_or("-")
+                        );
+                    }
+                    match page.last() {
+                        Some(u) if page.len() == 500 => after = Some(u.address.clone()),
+                        _ => break,
+                    }
+                }
+            }
             UserAction::ExportP12 {
                 address: a,
                 out,
