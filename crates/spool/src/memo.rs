@@ -6,7 +6,11 @@
 //! The files stay the truth for everyone else (the CLI, the next start):
 //! a memo entry is dropped as soon as a durable state is written (a
 //! deferral, a hold, a release) or the entry goes, so the memo holds only
-//! mails in flight and its size follows the throughput, not the queue.
+//! mails in flight and its size follows the throughput, not the queue. Mails
+//! that wait before their first durable state (the pipeline retrying while
+//! a scanner is down) could still pile up, so the memo is capped: past
+//! [`MEMO_MAX`] entries new mails are simply not remembered and take the
+//! file path, as before the memo existed.
 //! The one thing that lives only here is a *lazy* state (`mark_ready`, a
 //! scan result), which by its contract may be lost in a crash: the file
 //! then shows the last durable state, from which the pipeline recomputes it.
@@ -26,6 +30,9 @@ struct Memoed {
     state_file: bool,
 }
 
+/// Most entries remembered (each a few hundred bytes to a few KiB).
+pub(crate) const MEMO_MAX: usize = 10_000;
+
 #[derive(Default)]
 pub(crate) struct Memo {
     entries: Mutex<HashMap<QueueId, Memoed>>,
@@ -40,7 +47,11 @@ impl Memo {
         state: EntryState,
         state_file: bool,
     ) {
-        locked(&self.entries).insert(
+        let mut entries = locked(&self.entries);
+        if entries.len() >= MEMO_MAX {
+            return;
+        }
+        entries.insert(
             envelope.id.clone(),
             Memoed {
                 envelope,

@@ -488,6 +488,28 @@ async fn the_ready_state_of_a_mail_in_flight_stays_in_memory() {
     assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
 }
 
+/// The memory of mails in flight is bounded: past its cap a new mail is
+/// not remembered and its ready state goes to a file, as for any entry
+/// read from disk.
+#[tokio::test]
+async fn mails_past_the_memos_cap_take_the_file_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    for _ in 0..crate::memo::MEMO_MAX {
+        spool.remember(envelope(&["a@example.com"]), 1, None);
+    }
+    assert_eq!(spool.in_flight(), crate::memo::MEMO_MAX);
+    let id = commit(&spool, b"one too many").await;
+    assert_eq!(spool.in_flight(), crate::memo::MEMO_MAX);
+    spool.mark_ready(&id, EntryState::new(2)).await.unwrap();
+    assert_eq!(
+        files_in(&dir.path().join("state")),
+        vec![format!("{id}.json")]
+    );
+    assert_eq!(spool.load(&id).unwrap().state.stage, Stage::Ready);
+    assert_eq!(content_of(&spool, &id).await, b"one too many");
+}
+
 /// For an entry read from disk (after a restart, or after a durable state
 /// write), the lazy ready state is a file written without fsync: a crash
 /// may lose or tear it. Either way the entry must come back at its initial
