@@ -151,10 +151,11 @@ pub fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
                 );
             }
             UserAction::List => {
+                const PAGE: i64 = 500;
                 let store = crate::db_cmd::open(config).await?;
                 let mut after = None;
                 loop {
-                    let page = store.users().list(after.as_ref(), 500).await?;
+                    let page = store.users().list(after.as_ref(), PAGE).await?;
                     for u in &page {
                         println!(
                             "{}  {}  {}",
@@ -164,7 +165,7 @@ pub fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
                         );
                     }
                     match page.last() {
-                        Some(u) if page.len() == 500 => after = Some(u.address.clone()),
+                        Some(u) if page.len() as i64 == PAGE => after = Some(u.address.clone()),
                         _ => break,
                     }
                 }

@@ -410,7 +410,7 @@ pub(crate) fn header_end(buf: &[u8]) -> usize {
     }
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -24,12 +24,13 @@ impl Onboarding {
     /// The licence state of `sender` (already known to be of an internal
     /// domain): the stored one, else — when `onboard` names the sender —
     /// the one given now: excluded, licensed while a seat is free, else
-    /// unlicensed. `None`: not a user.
+    /// unlicensed. `None`: not a user. `now` (Unix seconds) decides which
+    /// licences are valid.
     pub async fn licence_state(
         &self,
         store: &Store,
         sender: &Address,
-        now: i64,
+        now: u64,
     ) -> Result<Option<LicenceState>, StoreError> {
         if let Some(state) = store.users().licence_state(sender).await? {
             return Ok(Some(state));
@@ -68,7 +69,8 @@ impl Onboarding {
 
 /// Whether the installed licences valid at `now` leave a seat free. With
 /// no licence installed there is no limit.
-async fn seat_free(store: &Store, now: i64) -> Result<bool, StoreError> {
+async fn seat_free(store: &Store, now: u64) -> Result<bool, StoreError> {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
     let licences = store.licences().valid_at(now).await?;
     if licences.is_empty() {
         return Ok(true);

@@ -168,13 +168,10 @@ impl PgpKeys {
         let Some(sender) = sender.filter(|s| self.is_internal(s)) else {
             return Ok(false);
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let state = self
             .settings
             .onboarding
-            .licence_state(&self.store, sender, now)
+            .licence_state(&self.store, sender, crate::now_unix())
             .await?;
         Ok(state == Some(LicenceState::Licensed))
     }

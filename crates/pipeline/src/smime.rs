@@ -748,7 +748,7 @@ impl Mpki {
         let state = self
             .settings
             .onboarding
-            .licence_state(&self.store, sender, unix(SystemTime::now()))
+            .licence_state(&self.store, sender, crate::now_unix())
             .await?;
         Ok(state == Some(LicenceState::Licensed))
     }
